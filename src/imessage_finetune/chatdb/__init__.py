@@ -1,0 +1,1 @@
+"""Reading the macOS Messages database: tables, message kinds, typedstream, dates."""
