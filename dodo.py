@@ -1,0 +1,12 @@
+"""doit entry point: `doit sessions`, `doit list`, `doit clean`...
+
+The configuration is `finetune.toml` beside this file, or the file named by
+IMESSAGE_FINETUNE_CONFIG. The tasks themselves live in `imessage_finetune.tasks`, shared
+with the `imessage-finetune` command.
+"""
+
+from pathlib import Path
+
+from imessage_finetune.tasks import load_project_config, task_namespace
+
+globals().update(task_namespace(load_project_config(Path(__file__).resolve().parent)))

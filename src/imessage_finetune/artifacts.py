@@ -1,0 +1,57 @@
+"""The registry of artifacts: every path the pipeline writes, and the schema each must match.
+
+No other module spells an artifact's file name; stages, tasks, the CLI and tests ask here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One output of the pipeline: its file name in the artifacts folder and its JSON Schema."""
+
+    name: str
+    filename: str
+    stage: str
+    schema: str | None = None
+
+    def path(self, artifacts_dir: Path) -> Path:
+        """Where this artifact lives under `artifacts_dir`."""
+        return artifacts_dir / self.filename
+
+    @property
+    def schema_path(self) -> Path | None:
+        """The JSON Schema file this artifact is validated against, if any."""
+        return SCHEMAS_DIR / self.schema if self.schema else None
+
+
+DEMO_SOURCE_DIR = "demo-source"
+STATE_FILE = ".doit-state.json"
+
+SNAPSHOT = Artifact("snapshot", "chat.db", stage="snapshot")
+CONTACTS = Artifact("contacts", "contacts.json", stage="snapshot", schema="contacts.schema.json")
+SESSIONS = Artifact("sessions", "sessions.json", stage="sessions", schema="sessions.schema.json")
+
+ALL: tuple[Artifact, ...] = (SNAPSHOT, CONTACTS, SESSIONS)
+
+
+def state_file(artifacts_dir: Path) -> Path:
+    """doit's state database (JSON backend), kept with the artifacts it describes."""
+    return artifacts_dir / STATE_FILE
+
+
+def demo_source_dir(artifacts_dir: Path) -> Path:
+    """Where the built-in demo chat.db and its Contacts database are generated."""
+    return artifacts_dir / DEMO_SOURCE_DIR
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` (and parents) readable by the owner only; tighten it if it exists."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+    return path

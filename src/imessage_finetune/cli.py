@@ -1,0 +1,198 @@
+"""The `imessage-finetune` command: the pipeline's stages, and tools to look at a database.
+
+A thin layer: it drives the same doit tasks as `dodo.py` and calls the same library
+functions. Data goes to stdout, chatter to stderr. Every FinetuneError becomes a one-line
+error and exit status 1 in `_Group.invoke`; set IMESSAGE_FINETUNE_RAISE_ERRORS=1 to see the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+from doit.cmd_base import ModuleTaskLoader
+from doit.doit_cmd import DoitMain
+
+from . import __version__
+from .chatdb.connection import open_chat_db
+from .config import CONFIG_ENV, Config, find_config, load_config
+from .errors import FinetuneError
+from .jsonio import dump_json
+from .overview import conversations, diagnose, read_contacts
+from .tasks import Pipeline, task_namespace
+
+STAGES = ("snapshot", "sessions")
+
+
+def _config(ctx: click.Context) -> Config:
+    path = ctx.obj["config_path"] or find_config(Path.cwd())
+    return load_config(Path(path))
+
+
+def _database(ctx: click.Context, db: Path | None) -> tuple[Path, Config]:
+    config = _config(ctx)
+    pipe = Pipeline(config)
+    if db is not None:
+        return db, config
+    if config.uses_demo:
+        source = pipe.source()
+        if not source.exists():
+            from .demo import build_demo
+
+            pipe.prepare()
+            build_demo(pipe.demo_dir)
+        return source, config
+    return pipe.source(), config
+
+
+def _doit(config: Config, argv: list[str]) -> int:
+    loader = ModuleTaskLoader(task_namespace(config))
+    return int(DoitMain(loader, config_filenames=()).run(argv))
+
+
+class _Group(click.Group):
+    """Turns every FinetuneError into a ClickException: the one place errors are mapped."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FinetuneError as exc:
+            if os.environ.get("IMESSAGE_FINETUNE_RAISE_ERRORS"):
+                raise
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="imessage-finetune")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Config file (default: ${CONFIG_ENV}, else ./finetune.toml).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
+    """Fine-tune a language model on your own iMessage history.
+
+    \b
+    Quick start, on the built-in demo data:
+      imessage-finetune run sessions
+      imessage-finetune conversations
+    """
+    ctx.obj = {"config_path": config_path}
+
+
+@cli.command()
+@click.argument("stage", required=False, type=click.Choice(STAGES), default="sessions")
+@click.option("--force", "-f", is_flag=True, help="Rebuild STAGE even if it is up to date.")
+@click.pass_context
+def run(ctx: click.Context, stage: str, force: bool) -> None:
+    """Build STAGE (default: sessions) and whatever it needs that is stale.
+
+    \b
+    Example:
+      imessage-finetune run snapshot --force
+    """
+    config = _config(ctx)
+    if force:
+        _doit(config, ["forget", stage])
+    code = _doit(config, [stage])
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+@cli.command(name="conversations")
+@click.option("--db", type=click.Path(path_type=Path), help="A chat.db (default: the configured source).")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_context
+def conversations_command(ctx: click.Context, db: Path | None, as_json: bool) -> None:
+    """List conversations with their message counts, to choose filters.
+
+    \b
+    Example:
+      imessage-finetune conversations --db ~/Library/Messages/chat.db
+    """
+    path, config = _database(ctx, db)
+    contacts = read_contacts(Pipeline(config).contacts(), config.source.busy_timeout)
+    with open_chat_db(path, busy_timeout=config.source.busy_timeout) as conn:
+        found = conversations(conn, contacts, config.sessions.owner_name)
+    if as_json:
+        click.echo(
+            dump_json(
+                [
+                    {
+                        "chat_identifier": c.chat.identifier,
+                        "name": c.chat.title,
+                        "is_group": c.chat.is_group,
+                        "participants": [p.name or p.handle for p in c.chat.participants],
+                        "messages": c.messages,
+                        "first": c.first,
+                        "last": c.last,
+                    }
+                    for c in found
+                ]
+            ).decode(),
+            nl=False,
+        )
+        return
+    rows = [("IDENTIFIER", "NAME", "PARTICIPANTS", "MESSAGES", "FIRST", "LAST")]
+    for c in found:
+        rows.append(
+            (
+                c.chat.identifier,
+                c.chat.title,
+                ", ".join(p.name or p.handle for p in c.chat.participants),
+                str(c.messages),
+                (c.first or "")[:10],
+                (c.last or "")[:10],
+            )
+        )
+    _table(rows)
+    click.echo(f"{len(found)} conversations, {sum(c.messages for c in found)} messages", err=True)
+
+
+@cli.command(name="diagnose")
+@click.option("--db", type=click.Path(path_type=Path), help="A chat.db (default: the configured source).")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_context
+def diagnose_command(ctx: click.Context, db: Path | None, as_json: bool) -> None:
+    """Summarise a database: totals, dates, what is kept and what is left out, and why.
+
+    \b
+    Example:
+      imessage-finetune diagnose --json
+    """
+    path, config = _database(ctx, db)
+    contacts = read_contacts(Pipeline(config).contacts(), config.source.busy_timeout)
+    with open_chat_db(path, busy_timeout=config.source.busy_timeout) as conn:
+        report = diagnose(conn, path, contacts)
+    if as_json:
+        click.echo(dump_json(dataclasses.asdict(report)).decode(), nl=False)
+        return
+    share = report.text_only_in_attributed_body / report.message_rows if report.message_rows else 0
+    named = report.handles_named / report.handles if report.handles else 0
+    lines = [
+        ("database", report.path),
+        ("message rows", str(report.message_rows)),
+        ("chats", str(report.chats)),
+        ("date range", f"{report.first} .. {report.last}"),
+        ("text only in attributedBody", f"{report.text_only_in_attributed_body} ({share:.0%})"),
+        ("own messages with handle_id = 0", str(report.owner_rows_without_handle)),
+        ("messages kept", str(report.messages_kept)),
+        ("handles with resolved names", f"{report.handles_named}/{report.handles} ({named:.0%})"),
+    ]
+    lines += [(f"left out: {reason}", str(n)) for reason, n in report.excluded.items()]
+    _table(lines)
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+main = cli

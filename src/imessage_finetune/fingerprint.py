@@ -1,0 +1,138 @@
+"""What makes a stage stale, as doit `uptodate` checks with their saved values.
+
+doit alone checks targets for existence only and keeps one `config_changed` per task; these
+checks make each stage depend on its own parameters, its code and the package version
+(`StageFingerprint`), on the integrity of what it published (`FilesUnchanged` over its
+targets), and, for the snapshot, on the content of a live database that can change without
+its main file changing (`FilesUnchanged` over chat.db and chat.db-wal). Each stores the full
+value, not a digest, so a run can say what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+KEY_DEPENDENCIES = ("doit", "jsonschema", "jsonschema-rs", "orjson", "langchain-core")
+
+
+def code_hash(modules: Iterable[str]) -> str:
+    """sha256 of the source files of the named package modules (paths relative to the package)."""
+    digest = hashlib.sha256()
+    for name in sorted(modules):
+        digest.update(name.encode() + b"\0" + (PACKAGE_DIR / name).read_bytes())
+    return digest.hexdigest()
+
+
+def dependency_versions() -> dict[str, str]:
+    """Versions of the package and the libraries that shape its outputs."""
+    versions = {"imessage-finetune": __version__}
+    for name in KEY_DEPENDENCIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def file_signature(paths: Iterable[Path]) -> dict[str, list[int] | None]:
+    """Cheap identity of files: size and modification time in ns (None when absent)."""
+    signature: dict[str, list[int] | None] = {}
+    for path in paths:
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            signature[str(path)] = None
+        else:
+            signature[str(path)] = [info.st_size, info.st_mtime_ns]
+    return signature
+
+
+def content_digest(paths: Iterable[Path]) -> str:
+    """sha256 over the bytes of the files, in order, each introduced by its name."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(str(path).encode() + b"\0")
+        try:
+            with open(path, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+        except FileNotFoundError:
+            digest.update(b"\0absent\0")
+    return digest.hexdigest()
+
+
+def files_state(paths: Iterable[Path]) -> dict[str, Any]:
+    """The saved state of files: their signature and the digest of their bytes."""
+    paths = list(paths)
+    return {"signature": file_signature(paths), "digest": content_digest(paths)}
+
+
+class StageFingerprint:
+    """Stale when the stage's parameters, code or dependency versions differ from the last run."""
+
+    def __init__(self, stage: str, params: dict[str, Any], modules: Iterable[str]) -> None:
+        self.key = f"fingerprint:{stage}"
+        self.current = {
+            "params": params,
+            "code": code_hash(modules),
+            "versions": dependency_versions(),
+        }
+
+    def configure_task(self, task: Any) -> None:
+        """Save the fingerprint when the task succeeds (doit calls this once per task)."""
+        task.value_savers.append(lambda: {self.key: self.current})
+
+    def __call__(self, task: Any, values: dict[str, Any]) -> bool:
+        return values.get(self.key) == self.current
+
+    def changes(self, values: dict[str, Any]) -> list[str]:
+        """What differs from the saved fingerprint, as `params.key: old -> new` lines."""
+        saved = values.get(self.key)
+        if saved is None:
+            return ["never built"]
+        lines = []
+        for key in sorted(set(saved["params"]) | set(self.current["params"])):
+            old, new = saved["params"].get(key), self.current["params"].get(key)
+            if old != new:
+                lines.append(f"{key}: {old!r} -> {new!r}")
+        if saved["code"] != self.current["code"]:
+            lines.append("code changed")
+        for name, new in self.current["versions"].items():
+            old = saved["versions"].get(name)
+            if old != new:
+                lines.append(f"{name} {old} -> {new}")
+        return lines
+
+
+class FilesUnchanged:
+    """Stale when files' bytes differ from the saved state (a stat match skips the hashing).
+
+    With `save_after=True` the state is recorded after the task ran (for a stage's own
+    targets); otherwise the task's action must return it under `key` (for inputs that may
+    change while the task runs, so the state recorded is the one the task read).
+    """
+
+    def __init__(self, key: str, paths: Iterable[Path], *, save_after: bool) -> None:
+        self.key = key
+        self.paths = list(paths)
+        self.save_after = save_after
+
+    def configure_task(self, task: Any) -> None:
+        """Record the files' state after a successful run, when this check owns it."""
+        if self.save_after:
+            task.value_savers.append(lambda: {self.key: files_state(self.paths)})
+
+    def __call__(self, task: Any, values: dict[str, Any]) -> bool:
+        saved = values.get(self.key)
+        if not saved:
+            return False
+        if saved["signature"] == file_signature(self.paths):
+            return True
+        return saved["digest"] == content_digest(self.paths)

@@ -1,0 +1,68 @@
+"""LangChain's chat-loader interface over the correct reader.
+
+`IMessageChatLoader` is a drop-in for `langchain_community.chat_loaders.IMessageChatLoader`
+(same constructor argument, `load()` and `lazy_load()` yielding `ChatSession`s of
+`HumanMessage`s with `sender`, `is_from_me` and `message_time` in `additional_kwargs`), but it
+opens the database read-only, includes rows still in the WAL and the owner's `handle_id = 0`
+messages, shows group messages once, decodes `attributedBody` properly and names senders
+from Contacts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from langchain_core.chat_loaders import BaseChatLoader
+from langchain_core.chat_sessions import ChatSession
+from langchain_core.messages import HumanMessage, messages_from_dict
+
+from .chatdb.connection import open_chat_db
+from .chatdb.reader import ChatDbReader, ReaderOptions
+from .config import DEFAULT_CHAT_DB
+from .jsonio import load_json
+from .overview import read_contacts
+from .sessions import message_kwargs
+from .snapshot import contacts_sources
+
+
+class IMessageChatLoader(BaseChatLoader):
+    """Load one `ChatSession` per chat from a macOS Messages database, streaming."""
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        contacts: str | Sequence[str | Path] = "auto",
+        options: ReaderOptions | None = None,
+        busy_timeout: float = 10.0,
+    ) -> None:
+        """`path` defaults to ~/Library/Messages/chat.db; `contacts` is "auto", "none" or paths."""
+        self.db_path = Path(path or DEFAULT_CHAT_DB).expanduser()
+        if contacts == "auto":
+            self.contacts_paths = contacts_sources(None)
+        elif contacts == "none":
+            self.contacts_paths = []
+        else:
+            self.contacts_paths = [Path(p).expanduser() for p in contacts]
+        self.options = options or ReaderOptions()
+        self.busy_timeout = busy_timeout
+
+    def lazy_load(self) -> Iterator[ChatSession]:
+        """Yield the chats one at a time, messages in date order."""
+        book = read_contacts(self.contacts_paths, self.busy_timeout)
+        with open_chat_db(self.db_path, busy_timeout=self.busy_timeout) as conn:
+            reader = ChatDbReader(conn, self.options, book)
+            for _chat, messages in reader.conversations():
+                yield ChatSession(
+                    messages=[
+                        HumanMessage(content=m.text, additional_kwargs=message_kwargs(m))
+                        for m in messages
+                    ]
+                )
+
+
+def load_sessions_file(path: str | Path) -> list[ChatSession]:
+    """The chats of a sessions.json as LangChain `ChatSession`s."""
+    document = load_json(Path(path).read_bytes())
+    return [ChatSession(messages=messages_from_dict(s["messages"])) for s in document["sessions"]]

@@ -1,0 +1,142 @@
+"""Stage `sessions`: the conversations of the snapshot as `artifacts/sessions.json`.
+
+One entry per chat with its messages in LangChain's `messages_to_dict` form, so
+`messages_from_dict` turns them back into `HumanMessage`s. The file is streamed one chat
+at a time and each chat is validated against `schemas/sessions.schema.json` before it is
+written, so a heavy user's database is converted in bounded memory; the file is published
+atomically only when every part passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import artifacts
+from .atomic import atomic_write
+from .chatdb.connection import open_chat_db
+from .chatdb.contacts import ContactBook
+from .chatdb.dates import unix_to_iso
+from .chatdb.reader import Chat, ChatDbReader, Message, ReaderOptions, ReadStats
+from .config import Config, parse_date, parse_timezone
+from .jsonio import dump_compact, load_json
+from .validation import validate_document
+
+FORMAT = "imessage-finetune/sessions"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class SessionsSummary:
+    """Counts for the closing summary of a run."""
+
+    stats: ReadStats
+    path: Path
+
+
+def reader_options(config: Config) -> ReaderOptions:
+    """The reader's options from the `[sessions]` section."""
+    section = config.sessions
+    zone = parse_timezone(section.timezone)
+    return ReaderOptions(
+        owner_name=section.owner_name,
+        attachments=section.attachments,
+        attachment_placeholder=section.attachment_placeholder,
+        include_chats=tuple(section.include_chats),
+        exclude_chats=tuple(section.exclude_chats),
+        start=parse_date(section.start_date, zone, "sessions.start_date"),
+        end=parse_date(section.end_date, zone, "sessions.end_date"),
+        groups=section.groups,
+        drop_sms_reactions=section.drop_sms_reactions,
+    )
+
+
+def message_kwargs(message: Message) -> dict[str, Any]:
+    """The `additional_kwargs` of a message, as LangChain users read them."""
+    return {
+        "message_time": int(message.unix_time),
+        "message_time_iso": unix_to_iso(message.unix_time),
+        "sender": message.sender,
+        "is_from_me": message.is_from_me,
+        "guid": message.guid,
+        "handle": message.handle,
+        "service": message.service,
+        "edited": message.edited,
+        "reply_to": message.reply_to,
+    }
+
+
+def message_dict(message: Message) -> dict[str, Any]:
+    """One message exactly as `langchain_core.messages.messages_to_dict` writes a HumanMessage."""
+    return {
+        "type": "human",
+        "data": {
+            "content": message.text,
+            "additional_kwargs": message_kwargs(message),
+            "response_metadata": {},
+            "type": "human",
+            "name": None,
+            "id": None,
+        },
+    }
+
+
+def session_dict(chat: Chat, messages: list[Message]) -> dict[str, Any]:
+    """One chat's entry in sessions.json."""
+    return {
+        "chat_id": chat.rowid,
+        "chat_guid": chat.guid,
+        "chat_identifier": chat.identifier,
+        "display_name": chat.display_name,
+        "service": chat.service,
+        "is_group": chat.is_group,
+        "participants": [{"handle": p.handle, "name": p.name} for p in chat.participants],
+        "messages": [message_dict(m) for m in messages],
+    }
+
+
+def stats_dict(stats: ReadStats) -> dict[str, Any]:
+    """The reader's counts, keys sorted so the artifact is deterministic."""
+    return {
+        "chats": stats.chats,
+        "chats_kept": stats.chats_kept,
+        "messages_kept": stats.messages_kept,
+        "excluded": dict(sorted((str(k), v) for k, v in stats.excluded.items())),
+        "chats_excluded": dict(sorted(stats.chats_excluded.items())),
+        "text_from_attributed_body": stats.text_from_attributed_body,
+        "owner_without_handle": stats.owner_without_handle,
+    }
+
+
+def load_contacts(path: Path) -> ContactBook:
+    """The contact book published by the snapshot stage."""
+    return ContactBook.from_mapping(load_json(path.read_bytes())["contacts"])
+
+
+def write_sessions(
+    snapshot: Path,
+    contacts: ContactBook,
+    target: Path,
+    options: ReaderOptions,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> SessionsSummary:
+    """Read the snapshot and publish sessions.json; `progress` gets each chat's message count."""
+    with open_chat_db(snapshot) as conn:
+        reader = ChatDbReader(conn, options, contacts)
+        envelope = {"format": FORMAT, "version": VERSION, "owner_name": options.owner_name}
+        with atomic_write(target) as out:
+            out.write(dump_compact(envelope)[:-1] + b',"sessions":[')
+            for index, (chat, messages) in enumerate(reader.conversations()):
+                session = session_dict(chat, messages)
+                validate_document(artifacts.SESSIONS, session, "session", at=f"/sessions/{index}")
+                out.write((b",\n" if index else b"\n") + dump_compact(session))
+                if progress:
+                    progress(len(messages))
+            stats = stats_dict(reader.stats)
+            validate_document(artifacts.SESSIONS, {**envelope, "sessions": [], "stats": stats})
+            out.write(b'\n],"stats":' + dump_compact(stats) + b"}\n")
+    return SessionsSummary(stats=reader.stats, path=target)
+
