@@ -1,0 +1,71 @@
+"""The config file: defaults, location, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imessage_finetune.config import CONFIG_ENV, config_from_dict, find_config, load_config
+from imessage_finetune.errors import ConfigError
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def test_committed_finetune_toml_is_valid_and_equals_the_defaults() -> None:
+    """finetune.toml documents every key with its default value, and selects the demo."""
+    committed = load_config(PROJECT / "finetune.toml")
+    defaults = config_from_dict({}, base_dir=PROJECT)
+    for section in ("source", "artifacts", "sessions", "dataset"):
+        assert committed.section(section) == defaults.section(section)
+    assert committed.uses_demo
+    text = (PROJECT / "finetune.toml").read_text()
+    for section in ("source", "artifacts", "sessions", "dataset"):
+        for key in committed.section(section):
+            assert f"\n{key} = " in text, f"{section}.{key} is not documented in finetune.toml"
+
+
+def test_env_variable_overrides_the_project_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IMESSAGE_FINETUNE_CONFIG wins; else finetune.toml in the project folder."""
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    assert find_config(tmp_path) == tmp_path.resolve() / "finetune.toml"
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "other.toml"))
+    assert find_config(tmp_path) == tmp_path / "other.toml"
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    """[artifacts] dir and [source] path resolve against the config's folder, ~ expanded."""
+    (tmp_path / "c.toml").write_text('[source]\npath = "~/x/chat.db"\n[artifacts]\ndir = "build"\n')
+    config = load_config(tmp_path / "c.toml")
+    assert config.artifacts_dir == tmp_path.resolve() / "build"
+    assert config.source_path() == Path("~/x/chat.db").expanduser().resolve()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"sourse": {}}, r"unknown section \[sourse\]"),
+        ({"source": {"pth": "x"}}, r"unknown key source\.pth; known keys in \[source\]: busy_timeout, contacts, path"),
+        ({"sessions": {"groups": "yes"}}, r"sessions\.groups must be true or false, got 'yes'"),
+        ({"sessions": {"attachments": "keep"}}, r"sessions\.attachments must be one of 'skip', 'placeholder'"),
+        ({"sessions": {"include_chats": "Alice"}}, r"sessions\.include_chats must be a list of strings"),
+        ({"source": {"busy_timeout": "10"}}, r"source\.busy_timeout must be a number"),
+        ({"sessions": {"start_date": "yesterday"}}, r"sessions\.start_date must be a date like 2024-01-31"),
+        ({"sessions": {"start_date": "2024-02-01", "end_date": "2024-01-01"}}, r"end_date .* must be after"),
+        ({"sessions": {"timezone": "Mars/Olympus"}}, r"sessions\.timezone 'Mars/Olympus' is not a time zone"),
+        ({"dataset": {"ai_sender": 3}}, r"dataset\.ai_sender must be a string, got 3"),
+    ],
+)
+def test_bad_values_name_the_key(raw: dict, message: str) -> None:
+    """Each mistake is a ConfigError that names the key and what it accepts."""
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(raw, base_dir=Path("."))
+
+
+def test_missing_or_malformed_file_is_explained(tmp_path: Path) -> None:
+    """No file, or a file that is not TOML: the error names it and says what to do."""
+    with pytest.raises(ConfigError, match="not found; create it"):
+        load_config(tmp_path / "none.toml")
+    (tmp_path / "bad.toml").write_text("[source\npath = 1")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config(tmp_path / "bad.toml")
