@@ -1,0 +1,89 @@
+"""The imessage-finetune command: data on stdout, errors as one clear line and exit 1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from chatdb_builder import BASE_TIME, ChatDbBuilder
+from imessage_finetune import artifacts
+from imessage_finetune.cli import cli
+
+ALICE = "+15555550101"
+
+
+def project(tmp_path: Path, source: str) -> Path:
+    config = tmp_path / "finetune.toml"
+    config.write_text(f'[source]\npath = "{source}"\ncontacts = "none"\n[artifacts]\ndir = "out"\n')
+    return config
+
+
+def two_chats(builder: ChatDbBuilder) -> None:
+    alice, bob = builder.handle(ALICE), builder.handle("bob@example.com")
+    one = builder.chat(ALICE, [alice])
+    group = builder.chat("chat7", [alice, bob], group=True, display_name="Trio")
+    builder.message(one, "hi", handle=alice, at=BASE_TIME)
+    builder.message(group, "a", from_me=True, at=BASE_TIME + 86400)
+    builder.message(group, "b", handle=bob, at=BASE_TIME + 2 * 86400)
+    builder.message(group, None, from_me=True, body="c", at=BASE_TIME + 3 * 86400)
+    builder.message(group, "Loved “b”", handle=alice, associated_message_type=2000)
+    builder.close()
+
+
+def test_conversations_lists_counts_and_dates(builder: ChatDbBuilder, tmp_path: Path) -> None:
+    """A table on stdout, most messages first; --json gives the same data."""
+    two_chats(builder)
+    config = project(tmp_path, str(builder.path))
+    result = CliRunner().invoke(cli, ["--config", str(config), "conversations"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["IDENTIFIER", "NAME", "PARTICIPANTS", "MESSAGES", "FIRST", "LAST"]
+    assert lines[1].split()[:2] == ["chat7", "Trio"] and "3" in lines[1].split()
+    assert "2023-11-15" in lines[1] and "2023-11-17" in lines[1]
+    assert "2 conversations, 4 messages" in result.stderr
+    as_json = json.loads(CliRunner().invoke(cli, ["--config", str(config), "conversations", "--json"]).stdout)
+    assert [(c["chat_identifier"], c["messages"]) for c in as_json] == [("chat7", 3), (ALICE, 1)]
+
+
+def test_diagnose_reports_totals_and_exclusions(builder: ChatDbBuilder, tmp_path: Path) -> None:
+    """Totals, attributedBody share, handle_id = 0 rows and exclusions by reason."""
+    two_chats(builder)
+    config = project(tmp_path, str(builder.path))
+    result = CliRunner().invoke(cli, ["--config", str(config), "diagnose", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["message_rows"] == 5 and report["messages_kept"] == 4
+    assert report["text_only_in_attributed_body"] == 1
+    assert report["owner_rows_without_handle"] == 2
+    assert report["excluded"] == {"tapback": 1}
+    text = CliRunner().invoke(cli, ["--config", str(config), "diagnose"]).stdout
+    assert "left out: tapback" in text and " 1 (20%)" in text
+
+
+def test_run_builds_sessions(builder: ChatDbBuilder, tmp_path: Path) -> None:
+    """`run` drives the same doit tasks as dodo.py."""
+    two_chats(builder)
+    config = project(tmp_path, str(builder.path))
+    result = CliRunner().invoke(cli, ["--config", str(config), "run", "sessions"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / artifacts.SESSIONS.filename).exists()
+
+
+def test_errors_are_one_line_with_what_to_do(tmp_path: Path) -> None:
+    """A missing database or a bad key: 'Error: ...' on stderr, exit 1, no traceback."""
+    config = project(tmp_path, str(tmp_path / "missing.db"))
+    result = CliRunner().invoke(cli, ["--config", str(config), "diagnose"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: chat.db not found at ") and "Traceback" not in result.output
+    config.write_text("[source]\npaht = 'x'\n")
+    result = CliRunner().invoke(cli, ["--config", str(config), "conversations"])
+    assert result.exit_code == 1 and "unknown key source.paht" in result.stderr
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    """Help is the documentation: each command explains itself and shows an example."""
+    for name, command in cli.commands.items():
+        result = CliRunner().invoke(cli, [name, "--help"])
+        assert result.exit_code == 0 and "Example" in result.output, name
