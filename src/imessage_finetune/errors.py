@@ -64,3 +64,11 @@ class SchemaValidationError(FinetuneError):
 
 class ArtifactIntegrityError(FinetuneError):
     """An artifact changed after it was built (hand edit or damage)."""
+
+
+class ChatSessionError(FinetuneError, ValueError):
+    """A chat session cannot be shaped as asked (non-text content, missing time, bad parameter).
+
+    Also a `ValueError`, which is what LangChain's chat-loader helpers raise for the same inputs,
+    so code written against them keeps working.
+    """
