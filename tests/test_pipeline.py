@@ -22,10 +22,10 @@ from pathlib import Path
 from doit.cmd_base import ModuleTaskLoader
 from doit.doit_cmd import DoitMain
 from imessage_finetune.config import load_config
-from imessage_finetune.tasks import task_namespace
+from imessage_finetune.tasks import doit_namespace
 
 config, report, *tasks = sys.argv[1:]
-loader = ModuleTaskLoader(task_namespace(load_config(Path(config))))
+loader = ModuleTaskLoader(doit_namespace(load_config(Path(config))))
 sys.exit(DoitMain(loader, config_filenames=()).run(["--reporter", "json", "--output-file", report, *tasks]))
 """
 

@@ -76,3 +76,44 @@ def test_schema_violation_publishes_nothing(builder: ChatDbBuilder, tmp_path: Pa
         write_sessions(db, ContactBook.from_contacts([]), target, ReaderOptions())
     assert target.read_text() == "previous good file"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_demo_sessions_hold_every_expected_message_and_nothing_else(tmp_path: Path) -> None:
+    """On the demo, the output is exactly the script's expected texts, per chat, in date
+    order, under the right senders, and the exclusions are counted under their reasons."""
+    from collections import Counter
+
+    from imessage_finetune.demo import build_demo
+    from imessage_finetune.demo_script import DEMO_CHATS, DEMO_CONTACTS, DEMO_MESSAGES
+    from imessage_finetune.snapshot import take_snapshot, write_contacts
+    from imessage_finetune.sessions import load_contacts
+
+    demo = build_demo(tmp_path / "demo")
+    take_snapshot(demo.chat_db, tmp_path / "chat.db")
+    write_contacts([demo.addressbook], tmp_path / "contacts.json")
+    write_sessions(tmp_path / "chat.db", load_contacts(tmp_path / "contacts.json"), tmp_path / "s.json", ReaderOptions())
+    document = json.loads((tmp_path / "s.json").read_text())
+
+    book = ContactBook.from_contacts(DEMO_CONTACTS)
+    chat_key = {c.identifier: c.key for c in DEMO_CHATS}
+    expected: dict[str, list[tuple[str, str, str]]] = {}
+    for m in sorted(DEMO_MESSAGES, key=lambda m: (m.date, m.rowid)):
+        if m.expected_text is None:
+            continue
+        sender = "Me" if m.sender is None else book.name_for(m.sender) or m.sender
+        for key in m.chats:
+            expected.setdefault(key, []).append((m.guid, sender, m.expected_text))
+    actual = {
+        chat_key[s["chat_identifier"]]: [
+            (
+                msg["data"]["additional_kwargs"]["guid"],
+                msg["data"]["additional_kwargs"]["sender"],
+                msg["data"]["content"],
+            )
+            for msg in s["messages"]
+        ]
+        for s in document["sessions"]
+    }
+    assert actual == expected
+    reasons = Counter(m.excluded_reason for m in DEMO_MESSAGES if m.excluded_reason)
+    assert document["stats"]["excluded"] == dict(sorted(reasons.items()))

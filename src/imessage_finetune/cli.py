@@ -23,7 +23,7 @@ from .config import CONFIG_ENV, Config, find_config, load_config
 from .errors import FinetuneError
 from .jsonio import dump_json
 from .overview import conversations, diagnose, read_contacts
-from .tasks import Pipeline, task_namespace
+from .tasks import Pipeline, doit_namespace
 
 STAGES = ("snapshot", "sessions")
 
@@ -50,7 +50,7 @@ def _database(ctx: click.Context, db: Path | None) -> tuple[Path, Config]:
 
 
 def _doit(config: Config, argv: list[str]) -> int:
-    loader = ModuleTaskLoader(task_namespace(config))
+    loader = ModuleTaskLoader(doit_namespace(config))
     return int(DoitMain(loader, config_filenames=()).run(argv))
 
 
@@ -83,6 +83,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
       imessage-finetune run sessions
       imessage-finetune conversations
     """
+    os.umask(0o077)  # every file this run creates (doit's state too) is private to the user
     ctx.obj = {"config_path": config_path}
 
 

@@ -62,6 +62,34 @@ class DatasetConfig:
     """`[dataset]`: how conversations become training examples."""
 
     ai_sender: str = "me"
+    merge_separator: str = "\n\n"
+    idle_gap_hours: float = 4.0
+    max_tokens: int = 4096
+    overlap_messages: int = 4
+    group_chats: Literal["name", "prefix", "exclude"] = "name"
+    system_prompt: str = ""
+    redact_phones: bool = False
+    redact_emails: bool = False
+    redact_codes: bool = False
+    redact_urls: bool = False
+    validation_share: float = 0.0
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """`[finetune]`: the model to tune, which sets the tokenizer, limits and price."""
+
+    model: str = "gpt-4.1-mini-2025-04-14"
+    n_epochs: int = 3
+    price_per_million_tokens: dict[str, float] = field(
+        default_factory=lambda: {
+            "gpt-4.1-mini-2025-04-14": 5.0,
+            "gpt-4.1-2025-04-14": 25.0,
+            "gpt-4o-mini-2024-07-18": 3.0,
+            "gpt-4o-2024-08-06": 25.0,
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -73,6 +101,7 @@ class Config:
     artifacts: ArtifactsConfig = ArtifactsConfig()
     sessions: SessionsConfig = SessionsConfig()
     dataset: DatasetConfig = DatasetConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
     file: Path | None = None
 
     @property
@@ -109,6 +138,7 @@ SECTIONS: dict[str, type] = {
     "artifacts": ArtifactsConfig,
     "sessions": SessionsConfig,
     "dataset": DatasetConfig,
+    "finetune": FinetuneConfig,
 }
 
 
@@ -168,7 +198,10 @@ def _build_section(cls: type, section: str, values: dict[str, Any], where: str) 
             raise ConfigError(
                 f"{where}: {section}.{key} must be {_describe(hints[key])}, got {value!r}"
             )
-    coerced = {k: float(v) if hints[k] is float else v for k, v in values.items()}
+    coerced = {
+        k: float(v) if hints[k] is float else dict(sorted(v.items())) if isinstance(v, dict) else v
+        for k, v in values.items()
+    }
     return cls(**coerced)
 
 
@@ -179,6 +212,11 @@ def _matches(value: Any, hint: Any) -> bool:
     if origin is list:
         (item,) = get_args(hint)
         return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict:
+        key, item = get_args(hint)
+        return isinstance(value, dict) and all(
+            _matches(k, key) and _matches(v, item) for k, v in value.items()
+        )
     if origin in (UnionType, Union):
         return any(_matches(value, h) for h in get_args(hint))
     if hint is float:
@@ -194,6 +232,8 @@ def _describe(hint: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in get_args(hint))
     if origin is list:
         return "a list of " + _describe(get_args(hint)[0]).removeprefix("a ") + "s"
+    if origin is dict:
+        return "a table of " + _describe(get_args(hint)[1]).removeprefix("a ") + "s"
     if get_args(hint):
         return " or ".join(_describe(h) for h in get_args(hint))
     return {str: "a string", bool: "true or false", float: "a number", int: "an integer"}.get(
@@ -215,6 +255,24 @@ def _check_semantics(config: Config, where: str) -> None:
         raise ConfigError(f"{where}: source.busy_timeout must be zero or more seconds")
     if not config.sessions.owner_name.strip():
         raise ConfigError(f"{where}: sessions.owner_name must not be empty")
+    dataset = config.dataset
+    positive = {
+        "dataset.idle_gap_hours": dataset.idle_gap_hours,
+        "dataset.max_tokens": dataset.max_tokens,
+        "finetune.n_epochs": config.finetune.n_epochs,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{where}: {key} must be more than 0, got {value}")
+    if dataset.overlap_messages < 0:
+        raise ConfigError(f"{where}: dataset.overlap_messages must be 0 or more")
+    if not 0 <= dataset.validation_share < 1:
+        raise ConfigError(
+            f"{where}: dataset.validation_share must be at least 0 and below 1 (0 disables the "
+            f"validation file), got {dataset.validation_share}"
+        )
+    if not dataset.ai_sender.strip():
+        raise ConfigError(f'{where}: dataset.ai_sender must be "me" or a sender\'s name or handle')
 
 
 def parse_timezone(name: str, where: str = "config") -> dt.tzinfo:

@@ -1,6 +1,6 @@
 """The pipeline as doit tasks: thin wrappers that call the stage functions and report.
 
-`dodo.py` and the CLI both load the namespace `task_namespace(config)` returns, so
+`dodo.py` and the CLI both load the namespace `doit_namespace(config)` returns, so
 `doit sessions` and `imessage-finetune run sessions` run the same code. doit's state is
 pinned to the JSON backend in the artifacts folder. Each task's staleness is its inputs'
 content, its own config section, its code and versions, and its targets' integrity
@@ -24,7 +24,17 @@ from .fingerprint import FilesUnchanged, StageFingerprint, files_state
 from .snapshot import contacts_sources, source_files, take_snapshot, write_contacts
 
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
-    "demo": ("demo.py", "demo_script.py", "chatdb/apple_schema.py", "chatdb/typedstream.py"),
+    "demo": (
+        "demo.py",
+        "demo_script.py",
+        "atomic.py",
+        "chatdb/apple_schema.py",
+        "chatdb/typedstream.py",
+        "chatdb/summary_info.py",
+        "chatdb/contacts.py",
+        "chatdb/schema.py",
+        "chatdb/dates.py",
+    ),
     "snapshot": (
         "snapshot.py",
         "atomic.py",
@@ -104,7 +114,7 @@ def stage_action(function: Callable[[], dict[str, Any] | None]) -> Callable[[], 
     return action
 
 
-def task_namespace(config: Config) -> dict[str, Any]:
+def doit_namespace(config: Config) -> dict[str, Any]:
     """DOIT_CONFIG and the task creators for a configured project."""
     pipe = Pipeline(config)
     pipe.prepare()
