@@ -37,7 +37,14 @@ SNAPSHOT = Artifact("snapshot", "chat.db", stage="snapshot")
 CONTACTS = Artifact("contacts", "contacts.json", stage="snapshot", schema="contacts.schema.json")
 SESSIONS = Artifact("sessions", "sessions.json", stage="sessions", schema="sessions.schema.json")
 
-ALL: tuple[Artifact, ...] = (SNAPSHOT, CONTACTS, SESSIONS)
+MERGED = Artifact("merged", "merged.json", stage="merged", schema="merged.schema.json")
+TRAIN = Artifact("train", "train.jsonl", stage="dataset", schema="train_line.schema.json")
+VALIDATION = Artifact("validation", "validation.jsonl", stage="dataset", schema="train_line.schema.json")
+DATASET_REPORT = Artifact(
+    "dataset_report", "dataset-report.json", stage="dataset", schema="dataset_report.schema.json"
+)
+
+ALL: tuple[Artifact, ...] = (SNAPSHOT, CONTACTS, SESSIONS, MERGED, TRAIN, VALIDATION, DATASET_REPORT)
 
 
 def state_file(artifacts_dir: Path) -> Path:

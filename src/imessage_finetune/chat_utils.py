@@ -357,6 +357,7 @@ def window(
     max_tokens: int,
     overlap_messages: int,
     count_tokens: Callable[[BaseMessage], int],
+    is_reply: Callable[[Any], bool] | None = None,
 ) -> list[list[BaseMessage]]:
     """Cut a long conversation into overlapping windows that each fit a token budget.
 
@@ -380,6 +381,8 @@ def window(
         max_tokens: The budget of one window; must be positive.
         overlap_messages: How many messages consecutive windows share; must not be negative.
         count_tokens: Tokens of one message (must not be negative).
+        is_reply: Which messages are replies (default: `AIMessage`s); lets the merged.json
+            stage window its lightweight turns with the same code.
 
     Returns:
         The windows, in order; `[]` when no reply fits.
@@ -395,14 +398,15 @@ def window(
     if any(count < 0 for count in tokens):
         raise ChatSessionError("count_tokens returned a negative number of tokens")
     prefix = [0, *accumulate(tokens)]  # prefix[i] = tokens of messages[:i]
-    is_reply = [isinstance(message, AIMessage) for message in messages]
+    reply_test = is_reply or (lambda message: isinstance(message, AIMessage))
+    is_reply_at = [reply_test(message) for message in messages]
     total = len(messages)
 
     windows: list[list[BaseMessage]] = []
     start = 0  # earliest index the next window may start at
     reply = 0  # scan position for the next window's first new reply
     while True:
-        while reply < total and not (is_reply[reply] and tokens[reply] <= max_tokens):
+        while reply < total and not (is_reply_at[reply] and tokens[reply] <= max_tokens):
             reply += 1
         if reply == total:
             return windows
@@ -411,7 +415,7 @@ def window(
         end = reply
         while end + 1 < total and prefix[end + 2] - prefix[start] <= max_tokens:
             end += 1
-        while not is_reply[end]:
+        while not is_reply_at[end]:
             end -= 1
         windows.append(list(messages[start : end + 1]))
         start = max(end + 1 - overlap_messages, start + 1)

@@ -19,13 +19,13 @@ from doit.doit_cmd import DoitMain
 
 from . import __version__
 from .chatdb.connection import open_chat_db
-from .config import CONFIG_ENV, Config, find_config, load_config
+from .config import CONFIG_ENV, Config, FinetuneConfig, find_config, load_config
 from .errors import FinetuneError
 from .jsonio import dump_json
 from .overview import conversations, diagnose, read_contacts
 from .tasks import Pipeline, doit_namespace
 
-STAGES = ("snapshot", "sessions")
+STAGES = ("snapshot", "sessions", "merged", "dataset")
 
 
 def _config(ctx: click.Context) -> Config:
@@ -80,19 +80,20 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 
     \b
     Quick start, on the built-in demo data:
-      imessage-finetune run sessions
+      imessage-finetune run
       imessage-finetune conversations
+      imessage-finetune validate artifacts/train.jsonl
     """
     os.umask(0o077)  # every file this run creates (doit's state too) is private to the user
     ctx.obj = {"config_path": config_path}
 
 
 @cli.command()
-@click.argument("stage", required=False, type=click.Choice(STAGES), default="sessions")
+@click.argument("stage", required=False, type=click.Choice(STAGES), default="dataset")
 @click.option("--force", "-f", is_flag=True, help="Rebuild STAGE even if it is up to date.")
 @click.pass_context
 def run(ctx: click.Context, stage: str, force: bool) -> None:
-    """Build STAGE (default: sessions) and whatever it needs that is stale.
+    """Build STAGE (default: dataset) and whatever it needs that is stale.
 
     \b
     Example:
@@ -188,6 +189,52 @@ def diagnose_command(ctx: click.Context, db: Path | None, as_json: bool) -> None
     ]
     lines += [(f"left out: {reason}", str(n)) for reason, n in report.excluded.items()]
     _table(lines)
+
+
+@cli.command(name="validate")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", help="Target model: sets the tokenizer and token limit (default: [finetune] model).")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_context
+def validate_command(ctx: click.Context, path: Path, model: str | None, as_json: bool) -> None:
+    """Check a fine-tuning JSONL file against OpenAI's rules; exit 1 when it has errors.
+
+    Each problem names its line and field; message text is never shown.
+
+    \b
+    Example:
+      imessage-finetune validate artifacts/train.jsonl --model gpt-4o-mini-2024-07-18
+    """
+    from .dataset import token_limit, token_stats
+    from .validator import validate_file
+
+    if model is None:
+        try:
+            model = _config(ctx).finetune.model
+        except FinetuneError:
+            model = FinetuneConfig().model
+    result = validate_file(path, model=model, token_limit=token_limit(model))
+    if as_json:
+        document = {
+            "path": str(path),
+            "ok": result.ok,
+            "examples": result.examples,
+            "tokens_per_example": token_stats(list(result.tokens_per_example)),
+            "exact_tokens": result.exact_tokens,
+            "problems": [dataclasses.asdict(p) for p in result.problems],
+        }
+        click.echo(dump_json(document).decode(), nl=False)
+    else:
+        for problem in result.problems:
+            click.echo(f"{problem.severity}: {problem}")
+        label = "" if result.exact_tokens else " (token counts are estimates)"
+        click.echo(
+            f"{path}: {result.examples} examples, {len(result.errors)} errors, "
+            f"{len(result.warnings)} warnings{label}",
+            err=True,
+        )
+    if not result.ok:
+        raise click.exceptions.Exit(1)
 
 
 def _table(rows: list[tuple[str, ...]]) -> None:

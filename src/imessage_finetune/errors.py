@@ -72,3 +72,7 @@ class ChatSessionError(FinetuneError, ValueError):
     Also a `ValueError`, which is what LangChain's chat-loader helpers raise for the same inputs,
     so code written against them keeps working.
     """
+
+
+class DatasetError(FinetuneError):
+    """The conversations cannot be turned into training data as configured."""

@@ -53,7 +53,18 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
         "chatdb/schema.py",
         "chatdb/contacts.py",
     ),
+    "merged": ("merged.py", "atomic.py", "chat_utils.py", "tokens.py", "schemas/merged.schema.json"),
+    "dataset": (
+        "dataset.py",
+        "atomic.py",
+        "validator.py",
+        "tokens.py",
+        "schemas/train_line.schema.json",
+        "schemas/dataset_report.schema.json",
+    ),
 }
+# [dataset] keys that only the dataset stage reads; every other key shapes merged.json too.
+DATASET_ONLY_KEYS = ("validation_share", "split_seed")
 
 
 def say(text: str) -> None:
@@ -125,7 +136,7 @@ def doit_namespace(config: Config) -> dict[str, Any]:
         "DOIT_CONFIG": {
             "backend": "json",
             "dep_file": str(artifacts.state_file(pipe.dir)),
-            "default_tasks": ["sessions"],
+            "default_tasks": ["dataset"],
             "verbosity": 2,
         }
     }
@@ -215,6 +226,97 @@ def doit_namespace(config: Config) -> dict[str, Any]:
             "clean": True,
         }
 
+    merged_path = pipe.path(artifacts.MERGED)
+
+    def merged() -> None:
+        from .merged import write_merged
+        from .tokens import counter_for
+
+        pipe.prepare()
+        stats = write_merged(sessions_path, merged_path, config.dataset, counter_for(config.finetune.model))
+        dropped = ", ".join(f"{k} {v}" for k, v in sorted(stats.dropped.items())) or "none"
+        say(
+            f"merged: {stats.messages_in} messages -> {stats.turns} turns in {stats.examples} "
+            f"examples (AI side: {config.dataset.ai_sender}); dropped: {dropped}"
+        )
+
+    def task_merged() -> dict[str, Any]:
+        """Merge runs, choose the AI voice, cut sessions and windows into merged.json."""
+        assert artifacts.MERGED.schema_path is not None
+        params = {k: v for k, v in config.section("dataset").items() if k not in DATASET_ONLY_KEYS}
+        params["model"] = config.finetune.model
+        return {
+            "actions": [stage_action(merged)],
+            "file_dep": [sessions_path, artifacts.MERGED.schema_path],
+            "targets": [merged_path],
+            "uptodate": [
+                StageFingerprint("merged", params, STAGE_MODULES["merged"]),
+                FilesUnchanged("targets", [merged_path], save_after=True),
+            ],
+            "clean": True,
+        }
+
+    dataset_targets = [pipe.path(artifacts.TRAIN), pipe.path(artifacts.DATASET_REPORT)]
+    if config.dataset.validation_share > 0:
+        dataset_targets.append(pipe.path(artifacts.VALIDATION))
+
+    def dataset() -> None:
+        from .dataset import write_dataset
+        from .tokens import counter_for
+
+        pipe.prepare()
+        summary = write_dataset(
+            merged_path,
+            sessions_path,
+            pipe.dir,
+            config.dataset,
+            config.finetune,
+            counter_for(config.finetune.model),
+        )
+        for line in report_lines(summary.report):
+            say(line)
+
+    def task_dataset() -> dict[str, Any]:
+        """Write train.jsonl (checked against OpenAI's rules) and dataset-report.json."""
+        schemas = [artifacts.TRAIN.schema_path, artifacts.DATASET_REPORT.schema_path]
+        params = {k: config.section("dataset")[k] for k in (*DATASET_ONLY_KEYS, "system_prompt")}
+        params.update(config.section("finetune"))
+        return {
+            "actions": [stage_action(dataset)],
+            "file_dep": [merged_path, sessions_path, *schemas],
+            "targets": dataset_targets,
+            "uptodate": [
+                StageFingerprint("dataset", params, STAGE_MODULES["dataset"]),
+                FilesUnchanged("targets", dataset_targets, save_after=True),
+            ],
+            "clean": True,
+        }
+
     namespace["task_snapshot"] = task_snapshot
     namespace["task_sessions"] = task_sessions
+    namespace["task_merged"] = task_merged
+    namespace["task_dataset"] = task_dataset
     return namespace
+
+
+def report_lines(report: dict[str, Any]) -> list[str]:
+    """The dataset report as a few lines for the terminal."""
+    tokens = report["tokens_per_example"] or {"min": 0, "median": 0, "p95": 0, "max": 0}
+    cost = report["estimated_cost_usd"]
+    price = f"${cost:.2f}" if cost is not None else "unknown (no price for this model in config)"
+    tokenizer = report["tokenizer"]
+    label = tokenizer["encoding"] if tokenizer["exact"] else "ESTIMATE (tokenizer unavailable)"
+    dropped = report["dropped"]
+    left_out = ", ".join(
+        f"{k} {v}" for part in ("sessions", "chats", "merged") for k, v in dropped[part].items()
+    )
+    return [
+        f"dataset: {report['examples']['train']} training examples"
+        + (f" + {report['examples']['validation']} validation" if report["examples"]["validation"] else "")
+        + f", {report['messages']} messages, {report['tokens_total']} tokens ({label})",
+        f"  tokens per example: min {tokens['min']}, median {tokens['median']}, p95 {tokens['p95']}, "
+        f"max {tokens['max']}; over the {report['token_limit']} limit: {report['examples_over_limit']}",
+        f"  {report['model']}, {report['n_epochs']} epochs: {report['billed_tokens']} billed tokens, "
+        f"estimated cost {price}",
+        f"  left out: {left_out or 'nothing'}",
+    ]

@@ -1,0 +1,188 @@
+"""Stage `dataset`: the training file (`artifacts/train.jsonl`), an optional held-out
+`validation.jsonl`, and `artifacts/dataset-report.json`.
+
+Each merged example becomes one line in OpenAI's chat format (`system` prompt from config,
+the other side as `user` with group senders in `name`, the learned voice as `assistant`).
+The lines are checked with OpenAI's rule set (`validator.py`) before anything is published,
+so the file a fine-tuning service receives is accepted on the first try; the report counts
+tokens with the target model's tokenizer and estimates what training will bill.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import artifacts
+from .atomic import atomic_write
+from .config import DatasetConfig, FinetuneConfig
+from .errors import DatasetError
+from .jsonio import dump_compact, dump_json, load_json
+from .merged import FORMAT as MERGED_FORMAT
+from .tokens import TokenCounter
+from .validation import validate_document
+from .validator import ValidationResult, validate_lines
+
+# Tokens per training example OpenAI accepts (longer ones are truncated), by model family.
+TOKEN_LIMITS = (("gpt-3.5", 16_385), ("gpt-4o", 65_536), ("gpt-4.1", 65_536))
+DEFAULT_TOKEN_LIMIT = 65_536
+SHOWN_PROBLEMS = 20
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """The report, for the closing summary on the terminal."""
+
+    report: dict[str, Any]
+
+
+def token_limit(model: str) -> int:
+    """Tokens per example the model's fine-tuning accepts."""
+    for prefix, limit in TOKEN_LIMITS:
+        if model.startswith(prefix):
+            return limit
+    return DEFAULT_TOKEN_LIMIT
+
+
+def openai_example(example: dict[str, Any], system_prompt: str) -> dict[str, Any]:
+    """One merged example as an OpenAI chat fine-tuning line."""
+    messages: list[dict[str, Any]] = []
+    if system_prompt:
+        messages.append({"role": "system", "content": system_prompt})
+    for message in example["messages"]:
+        data = message["data"]
+        line: dict[str, Any] = {
+            "role": "assistant" if message["type"] == "ai" else "user",
+            "content": data["content"],
+        }
+        if data["name"]:
+            line["name"] = data["name"]
+        messages.append(line)
+    return {"messages": messages}
+
+
+def in_validation(chat_id: int, share: float, seed: int) -> bool:
+    """Whether a chat is held out. By chat, not by example: overlapping windows of one chat
+    on both sides would let validation loss measure memorisation."""
+    if share <= 0:
+        return False
+    digest = hashlib.sha256(f"{seed}:{chat_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def _percentile(values: list[int], share: float) -> int:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+def token_stats(tokens: list[int]) -> dict[str, int] | None:
+    """min, median, p95 and max of the tokens per example (None for no examples)."""
+    if not tokens:
+        return None
+    return {
+        "min": min(tokens),
+        "median": _percentile(tokens, 0.5),
+        "p95": _percentile(tokens, 0.95),
+        "max": max(tokens),
+    }
+
+
+def _check(result: ValidationResult) -> None:
+    if result.ok:
+        return
+    shown = "\n".join(f"  {p}" for p in result.errors[:SHOWN_PROBLEMS])
+    more = len(result.errors) - SHOWN_PROBLEMS
+    raise DatasetError(
+        f"{result.path} would be refused by OpenAI, so it was not written:\n{shown}"
+        + (f"\n  ... and {more} more" if more > 0 else "")
+        + "\nadjust [dataset] in your config (e.g. ai_sender, max_tokens, or more chats)"
+    )
+
+
+def write_dataset(
+    merged_path: Path,
+    sessions_path: Path,
+    out_dir: Path,
+    options: DatasetConfig,
+    finetune: FinetuneConfig,
+    counter: TokenCounter,
+) -> DatasetSummary:
+    """Write train.jsonl (and validation.jsonl when a share is held out) and the report."""
+    merged = load_json(merged_path.read_bytes())
+    if not isinstance(merged, dict) or merged.get("format") != MERGED_FORMAT:
+        raise DatasetError(f"{merged_path} is not a merged.json written by imessage-finetune; rebuild it")
+    sessions_stats = load_json(sessions_path.read_bytes())["stats"]
+    train_lines: list[str] = []
+    validation_lines: list[str] = []
+    train_messages = 0
+    for example in merged["examples"]:
+        line_object = openai_example(example, options.system_prompt)
+        line = dump_compact(line_object).decode()
+        held_out = in_validation(example["chat_id"], options.validation_share, options.split_seed)
+        (validation_lines if held_out else train_lines).append(line)
+        train_messages += 0 if held_out else len(line_object["messages"])
+
+    limit = token_limit(finetune.model)
+    train = validate_lines(train_lines, name=artifacts.TRAIN.filename, model=finetune.model, token_limit=limit)
+    _check(train)
+    validation = None
+    if options.validation_share > 0:
+        validation = validate_lines(
+            validation_lines,
+            name=artifacts.VALIDATION.filename,
+            model=finetune.model,
+            token_limit=limit,
+            min_examples=1,
+        )
+        _check(validation)
+        overlap = set(train_lines) & set(validation_lines)
+        if overlap:
+            raise DatasetError(
+                f"{len(overlap)} examples are in both train.jsonl and validation.jsonl; "
+                "change dataset.split_seed or dataset.validation_share"
+            )
+
+    tokens = list(train.tokens_per_example)
+    billed = sum(min(limit, t) for t in tokens) * finetune.n_epochs
+    price = finetune.price_per_million_tokens.get(finetune.model)
+    report = {
+        "model": finetune.model,
+        "tokenizer": {"encoding": counter.encoding, "exact": counter.exact},
+        "token_limit": limit,
+        "examples": {"train": train.examples, "validation": validation.examples if validation else 0},
+        "messages": train_messages,
+        "tokens_per_example": token_stats(tokens),
+        "tokens_total": sum(tokens),
+        "examples_over_limit": sum(1 for t in tokens if t > limit),
+        "n_epochs": finetune.n_epochs,
+        "billed_tokens": billed,
+        "price_per_million_tokens": price,
+        "estimated_cost_usd": round(billed / 1e6 * price, 2) if price is not None else None,
+        "warnings": dict(sorted(Counter(p.code for p in train.warnings).items())),
+        "dropped": {
+            "sessions": sessions_stats["excluded"],
+            "chats": sessions_stats["chats_excluded"],
+            "merged": merged["stats"]["dropped"],
+        },
+        "redactions": merged["stats"]["redactions"],
+    }
+    validate_document(artifacts.DATASET_REPORT, report)
+    _publish(artifacts.TRAIN.path(out_dir), train_lines)
+    validation_path = artifacts.VALIDATION.path(out_dir)
+    if validation is not None:
+        _publish(validation_path, validation_lines)
+    else:
+        validation_path.unlink(missing_ok=True)  # a stale one from an earlier config must go
+    with atomic_write(artifacts.DATASET_REPORT.path(out_dir)) as handle:
+        handle.write(dump_json(report))
+    return DatasetSummary(report)
+
+
+def _publish(path: Path, lines: list[str]) -> None:
+    with atomic_write(path) as handle:
+        for line in lines:
+            handle.write(line.encode() + b"\n")

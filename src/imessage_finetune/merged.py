@@ -1,0 +1,263 @@
+"""Stage `merged`: conversations shaped for training (`artifacts/merged.json`).
+
+From sessions.json: each chat is cut where nobody wrote for `idle_gap_hours`, runs of
+messages from one sender are merged, the chosen voice (`ai_sender`) becomes the AI side and
+everyone else the human side, optional redaction is applied, and sessions longer than the
+token budget are cut into overlapping windows that each end on an AI turn. Sessions with no
+AI turn are dropped and counted. All of it is linear in the number of messages and works on
+plain dicts: building LangChain message objects for 300,000 messages would cost more than
+the reference chain it replaces. The LangChain-object versions of the same steps are in
+`chat_utils` (and share `split_on_idle_gap`, `window` and `redact` with this stage).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import artifacts
+from .atomic import atomic_write
+from .chat_utils import redact, split_on_idle_gap, window
+from .chatdb.dates import unix_to_iso
+from .config import DatasetConfig
+from .errors import DatasetError
+from .jsonio import dump_compact, load_json
+from .sessions import FORMAT as SESSIONS_FORMAT
+from .tokens import TokenCounter
+from .validation import validate_document
+
+FORMAT = "imessage-finetune/merged"
+VERSION = 1
+OWNER = "me"
+# OpenAI accepts only these characters in a message's `name`.
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+@dataclass(slots=True)
+class Turn:
+    """One merged turn; `additional_kwargs` as in LangChain so `chat_utils` can work on it."""
+
+    content: str
+    is_ai: bool
+    additional_kwargs: dict[str, Any]
+    name: str | None = None
+
+
+@dataclass
+class MergedStats:
+    """What the stage produced and what it dropped, and why."""
+
+    chats_in: int = 0
+    messages_in: int = 0
+    examples: int = 0
+    turns: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    redactions: Counter[str] = field(default_factory=Counter)
+
+
+def openai_name(sender: str) -> str:
+    """A sender's name as OpenAI's `name` field accepts it (letters, digits, _ and -)."""
+    return _NAME_UNSAFE.sub("_", sender).strip("_")[:64] or "someone"
+
+
+def read_sessions(path: Path) -> dict[str, Any]:
+    """Load sessions.json, refusing a file that is not one."""
+    document = load_json(path.read_bytes())
+    if not isinstance(document, dict) or document.get("format") != SESSIONS_FORMAT:
+        raise DatasetError(f"{path} is not a sessions.json written by imessage-finetune; rebuild it")
+    return document
+
+
+def senders(sessions: Iterable[dict[str, Any]]) -> Counter[str]:
+    """How many messages each sender wrote (the owner under their configured name)."""
+    counts: Counter[str] = Counter()
+    for session in sessions:
+        for message in session["messages"]:
+            counts[message["data"]["additional_kwargs"]["sender"]] += 1
+    return counts
+
+
+def ai_matcher(ai_sender: str, sessions: list[dict[str, Any]]) -> Any:
+    """A predicate on message kwargs for the AI side; an error lists the senders that exist."""
+    if ai_sender.casefold() == OWNER:
+        return lambda kwargs: kwargs["is_from_me"]
+    wanted = ai_sender.casefold()
+    counts = senders(sessions)
+    if not any(
+        wanted in (m["data"]["additional_kwargs"]["sender"].casefold(), (m["data"]["additional_kwargs"]["handle"] or "").casefold())
+        for s in sessions
+        for m in s["messages"]
+    ):
+        listed = ", ".join(f"{name} ({n})" for name, n in counts.most_common(20))
+        raise DatasetError(
+            f"dataset.ai_sender {ai_sender!r} matches nobody in sessions.json; use \"me\" for "
+            f"your own messages or one of these senders (messages): {listed}"
+        )
+    return lambda kwargs: (
+        not kwargs["is_from_me"]
+        and (kwargs["sender"].casefold() == wanted or (kwargs["handle"] or "").casefold() == wanted)
+    )
+
+
+def _merge_runs(messages: list[Turn], separator: str) -> list[Turn]:
+    """Consecutive messages of one sender become one turn (texts joined once: linear)."""
+    turns: list[Turn] = []
+    start = 0
+    for end in range(1, len(messages) + 1):
+        first = messages[start].additional_kwargs
+        if end < len(messages):
+            nxt = messages[end].additional_kwargs
+            if (nxt["is_from_me"], nxt["sender"]) == (first["is_from_me"], first["sender"]):
+                continue
+        run = messages[start:end]
+        kwargs = {
+            "sender": first["sender"],
+            "is_from_me": first["is_from_me"],
+            "handle": first["handle"],
+            "message_time": first["message_time"],
+            "message_time_iso": first["message_time_iso"],
+            "last_message_time": run[-1].additional_kwargs["message_time"],
+            "guids": [m.additional_kwargs["guid"] for m in run],
+        }
+        turns.append(Turn(separator.join(m.content for m in run), messages[start].is_ai, kwargs))
+        start = end
+    return turns
+
+
+def shape_session(
+    session: dict[str, Any],
+    options: DatasetConfig,
+    is_ai: Any,
+    counter: TokenCounter,
+    stats: MergedStats,
+) -> Iterator[list[Turn]]:
+    """The training windows of one chat."""
+    gap_seconds = int(options.idle_gap_hours * 3600)
+    group = session["is_group"]
+    # Counted as the validator counts the final line, so no example exceeds max_tokens there.
+    priming = counter.count_example([])
+    system_tokens = (
+        counter.count_example([{"role": "system", "content": options.system_prompt}]) - priming
+        if options.system_prompt
+        else 0
+    )
+    budget = options.max_tokens - priming - system_tokens
+    if budget <= 0:
+        raise DatasetError(
+            f"dataset.max_tokens ({options.max_tokens}) leaves no room after the system prompt "
+            f"({system_tokens} tokens); raise it or shorten dataset.system_prompt"
+        )
+    redacting = any(
+        (options.redact_phones, options.redact_emails, options.redact_codes, options.redact_urls)
+    )
+    # Split before merging, so the idle gap is measured between messages, not merged turns.
+    messages = [
+        Turn(m["data"]["content"], is_ai(m["data"]["additional_kwargs"]), m["data"]["additional_kwargs"])
+        for m in session["messages"]
+    ]
+    for part in split_on_idle_gap(messages, gap_seconds):  # type: ignore[arg-type]
+        turns = _merge_runs(part, options.merge_separator)  # type: ignore[arg-type]
+        for turn in turns:
+            if redacting:
+                turn.content, counts = redact(
+                    turn.content,
+                    phones=options.redact_phones,
+                    emails=options.redact_emails,
+                    codes=options.redact_codes,
+                    urls=options.redact_urls,
+                )
+                stats.redactions.update(counts)
+            if group and not turn.is_ai:
+                if options.group_chats == "name":
+                    turn.name = openai_name(turn.additional_kwargs["sender"])
+                else:
+                    turn.content = f"{turn.additional_kwargs['sender']}: {turn.content}"
+
+        def tokens(turn: Turn) -> int:
+            line = {"role": "assistant" if turn.is_ai else "user", "content": turn.content}
+            if turn.name:
+                line["name"] = turn.name
+            return counter.count_example([line]) - priming
+
+        if not any(t.is_ai for t in turns):
+            stats.dropped["no_ai_turn"] += 1
+            continue
+        windows = window(
+            turns, budget, options.overlap_messages, tokens, is_reply=lambda t: t.is_ai  # type: ignore[arg-type]
+        )
+        oversized = sum(1 for t in turns if t.is_ai and tokens(t) > budget)
+        if oversized:
+            stats.dropped["ai_turn_over_budget"] += oversized
+        if not windows:
+            stats.dropped["no_ai_turn_within_budget"] += 1
+        yield from windows
+
+
+def turn_dict(turn: Turn) -> dict[str, Any]:
+    """A turn in LangChain's messages_to_dict form (AIMessage or HumanMessage)."""
+    kind = "ai" if turn.is_ai else "human"
+    data: dict[str, Any] = {
+        "content": turn.content,
+        "additional_kwargs": {
+            **turn.additional_kwargs,
+            "last_message_time_iso": unix_to_iso(turn.additional_kwargs["last_message_time"]),
+        },
+        "response_metadata": {},
+        "type": kind,
+        "name": turn.name,
+        "id": None,
+    }
+    if turn.is_ai:
+        data.update(tool_calls=[], invalid_tool_calls=[], usage_metadata=None)
+    return {"type": kind, "data": data}
+
+
+def write_merged(
+    sessions_path: Path, target: Path, options: DatasetConfig, counter: TokenCounter
+) -> MergedStats:
+    """Shape sessions.json into merged.json; validated per example, published atomically."""
+    document = read_sessions(sessions_path)
+    sessions = document["sessions"]
+    is_ai = ai_matcher(options.ai_sender, sessions)
+    stats = MergedStats(chats_in=len(sessions))
+    envelope = {"format": FORMAT, "version": VERSION, "ai_sender": options.ai_sender}
+    with atomic_write(target) as out:
+        out.write(dump_compact(envelope)[:-1] + b',"examples":[')
+        for session in sessions:
+            stats.messages_in += len(session["messages"])
+            if session["is_group"] and options.group_chats == "exclude":
+                stats.dropped["group_chat"] += 1
+                continue
+            for part, turns in enumerate(shape_session(session, options, is_ai, counter, stats)):
+                example = {
+                    "chat_id": session["chat_id"],
+                    "chat_identifier": session["chat_identifier"],
+                    "display_name": session["display_name"],
+                    "is_group": session["is_group"],
+                    "part": part,
+                    "messages": [turn_dict(t) for t in turns],
+                }
+                validate_document(artifacts.MERGED, example, "example", at=f"/examples/{stats.examples}")
+                out.write((b",\n" if stats.examples else b"\n") + dump_compact(example))
+                stats.examples += 1
+                stats.turns += len(turns)
+        summary = stats_dict(stats)
+        validate_document(artifacts.MERGED, {**envelope, "examples": [], "stats": summary})
+        out.write(b'\n],"stats":' + dump_compact(summary) + b"}\n")
+    return stats
+
+
+def stats_dict(stats: MergedStats) -> dict[str, Any]:
+    """The stage's counts with sorted keys, for the artifact and the report."""
+    return {
+        "chats_in": stats.chats_in,
+        "messages_in": stats.messages_in,
+        "examples": stats.examples,
+        "turns": stats.turns,
+        "dropped": dict(sorted(stats.dropped.items())),
+        "redactions": dict(sorted(stats.redactions.items())),
+    }
