@@ -5,10 +5,8 @@ IMESSAGE_FINETUNE_CONFIG. The tasks themselves live in `imessage_finetune.tasks`
 with the `imessage-finetune` command.
 """
 
-import os
 from pathlib import Path
 
 from imessage_finetune.tasks import doit_namespace, load_project_config
 
-os.umask(0o077)  # every file this run creates (doit's state too) is private to the user
 globals().update(doit_namespace(load_project_config(Path(__file__).resolve().parent)))

@@ -46,10 +46,11 @@ def run_doit(config_file: Path, *tasks: str) -> dict[str, str]:
 
 
 def write_config(folder: Path, source: Path | str, extra: str = "") -> Path:
-    """A config file in folder with its own artifacts dir."""
+    """A config file in folder with its own artifacts dir (the demo with its own Contacts)."""
     path = folder / "finetune.toml"
+    contacts = "auto" if source == "demo" else "none"
     path.write_text(
-        f'[source]\npath = "{source}"\ncontacts = "none"\n[artifacts]\ndir = "out"\n{extra}',
+        f'[source]\npath = "{source}"\ncontacts = "{contacts}"\n[artifacts]\ndir = "out"\n{extra}',
         encoding="utf-8",
     )
     return path
@@ -147,3 +148,38 @@ def test_missing_source_fails_cleanly_and_writes_nothing(tmp_path: Path) -> None
     assert results["snapshot"] == "fail" and results["exit"] == "1"
     assert not (tmp_path / "out" / artifacts.SNAPSHOT.filename).exists()
     assert not (tmp_path / "out" / artifacts.SESSIONS.filename).exists()
+
+
+def test_demo_builds_to_train_jsonl_and_ai_sender_reruns_only_merged_and_dataset(tmp_path: Path) -> None:
+    """The whole local chain on the demo; changing ai_sender reruns merged and dataset only,
+    and every artifact and its folder are private to the user."""
+    config = write_config(tmp_path, "demo")
+    assert run_doit(config, "dataset") == {
+        "demo": "success", "snapshot": "success", "sessions": "success",
+        "merged": "success", "dataset": "success", "exit": "0",
+    }  # fmt: skip
+    out = tmp_path / "out"
+    assert (out / artifacts.TRAIN.filename).stat().st_size > 0
+    assert out.stat().st_mode & 0o777 == 0o700
+    for path in out.rglob("*"):
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+    write_config(tmp_path, "demo", '[dataset]\nai_sender = "Tortoise"\n')
+    assert run_doit(config, "dataset") == {
+        "demo": "up-to-date", "snapshot": "up-to-date", "sessions": "up-to-date",
+        "merged": "success", "dataset": "success", "exit": "0",
+    }  # fmt: skip
+
+
+def test_two_clean_builds_are_byte_identical(tmp_path: Path) -> None:
+    """Same inputs and config in two folders: the same bytes in every artifact."""
+    digests_by_build = []
+    for name in ("one", "two"):
+        folder = tmp_path / name
+        folder.mkdir()
+        run_doit(write_config(folder, "demo"), "dataset")
+        out = folder / "out"
+        digests_by_build.append(
+            {a.filename: hashlib.sha256((out / a.filename).read_bytes()).hexdigest() for a in artifacts.ALL if (out / a.filename).exists()}
+        )
+    assert digests_by_build[0] == digests_by_build[1]
+    assert len(digests_by_build[0]) >= 6

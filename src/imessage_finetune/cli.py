@@ -84,7 +84,6 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
       imessage-finetune conversations
       imessage-finetune validate artifacts/train.jsonl
     """
-    os.umask(0o077)  # every file this run creates (doit's state too) is private to the user
     ctx.obj = {"config_path": config_path}
 
 

@@ -9,6 +9,7 @@ content, its own config section, its code and versions, and its targets' integri
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -107,7 +108,12 @@ class Pipeline:
         return contacts_sources(explicit)
 
     def prepare(self) -> None:
-        """Create the private artifacts folder and remove what a killed run left."""
+        """Create the private artifacts folder and remove what a killed run left.
+
+        Also makes every file this process creates from now on private (umask 077), doit's
+        state file included, which doit writes with default permissions.
+        """
+        os.umask(0o077)
         artifacts.ensure_private_dir(self.dir)
         clean_stale_temporaries(self.dir)
 
