@@ -5,8 +5,13 @@ IMESSAGE_FINETUNE_CONFIG. The tasks themselves live in `imessage_finetune.tasks`
 with the `imessage-finetune` command.
 """
 
+import sys
 from pathlib import Path
 
+from imessage_finetune.errors import FinetuneError
 from imessage_finetune.tasks import doit_namespace, load_project_config
 
-globals().update(doit_namespace(load_project_config(Path(__file__).resolve().parent)))
+try:
+    globals().update(doit_namespace(load_project_config(Path(__file__).resolve().parent)))
+except FinetuneError as error:  # a config mistake: one line that says what to fix
+    sys.exit(f"Error: {error}")

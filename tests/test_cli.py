@@ -87,3 +87,13 @@ def test_every_command_has_help_with_an_example() -> None:
     for name, command in cli.commands.items():
         result = CliRunner().invoke(cli, [name, "--help"])
         assert result.exit_code == 0 and "Example" in result.output, name
+
+
+def test_run_force_rebuilds_an_up_to_date_stage(builder: ChatDbBuilder, tmp_path: Path) -> None:
+    """--force forgets the stage and runs it again (doit's forget returns no exit code)."""
+    two_chats(builder)
+    config = project(tmp_path, str(builder.path))
+    CliRunner().invoke(cli, ["--config", str(config), "run", "sessions"])
+    result = CliRunner().invoke(cli, ["--config", str(config), "run", "sessions", "--force"])
+    assert result.exit_code == 0, result.output
+    assert ".  sessions" in result.output

@@ -245,3 +245,12 @@ def test_real_apple_database_rows_decode(shared_fixtures: Path) -> None:
     assert typedstream.decode_text(rows[452567]) == "I’m going to try to eat as quick as possible and then come over"
     assert typedstream.decode_text(rows[123445]).startswith("https://www.ghacks.net/2020/01/23/")
     assert os.stat(db).st_size > 0
+
+
+def test_edited_message_without_a_blob_takes_the_last_version(builder: ChatDbBuilder) -> None:
+    """`text` holds the original and there is no attributedBody: the edit history decides."""
+    chat = builder.chat(ALICE, [builder.handle(ALICE)])
+    history = summary_info.build(parts=1, edits={0: [(700_000_000.0, "orignal"), (700_000_010.0, "original")]})
+    builder.message(chat, "orignal", date_edited=700_000_010_000_000_000, message_summary_info=history)
+    found, _ = read(builder)
+    assert [t for _, t in found[ALICE]] == ["original"]

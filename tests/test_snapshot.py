@@ -131,3 +131,16 @@ def test_killed_snapshot_leaves_no_artifact(tmp_path: Path) -> None:
     assert done.returncode == -9
     assert not (out / "chat.db").exists()
     assert clean_stale_temporaries(out) and list(out.iterdir()) == []
+
+
+def test_contacts_sharing_a_number_leave_it_unresolved_and_keep_it_out_of_errors(tmp_path: Path) -> None:
+    """Two cards with one number: the number maps to no name, and contacts.json is still written."""
+    import json
+
+    from imessage_finetune.chatdb.contacts import Contact, write_addressbook
+    from imessage_finetune.snapshot import write_contacts
+
+    book = tmp_path / "AddressBook-v22.abcddb"
+    write_addressbook(book, [Contact(first="Mom", phones=("+15555550100",)), Contact(first="Dad", phones=("+15555550100",))])
+    write_contacts([book], tmp_path / "contacts.json")
+    assert json.loads((tmp_path / "contacts.json").read_text())["contacts"] == {"15555550100": ""}

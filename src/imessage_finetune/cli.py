@@ -22,7 +22,9 @@ from .chatdb.connection import open_chat_db
 from .config import CONFIG_ENV, Config, FinetuneConfig, find_config, load_config
 from .errors import FinetuneError
 from .jsonio import dump_json
-from .overview import conversations, diagnose, read_contacts
+from .overview import conversations, diagnose
+from .chatdb.contacts import ContactBook
+from .snapshot import contacts_sources, read_contacts
 from .tasks import Pipeline, doit_namespace
 
 STAGES = ("snapshot", "sessions", "merged", "dataset")
@@ -33,25 +35,23 @@ def _config(ctx: click.Context) -> Config:
     return load_config(Path(path))
 
 
-def _database(ctx: click.Context, db: Path | None) -> tuple[Path, Config]:
+def _database(ctx: click.Context, db: Path | None) -> tuple[Path, ContactBook, Config]:
+    """The database to look at and its contact names: --db (with the Mac's own Contacts, or
+    the configured ones), else the configured source (the demo is built if needed)."""
     config = _config(ctx)
     pipe = Pipeline(config)
     if db is not None:
-        return db, config
-    if config.uses_demo:
-        source = pipe.source()
-        if not source.exists():
-            from .demo import build_demo
-
-            pipe.prepare()
-            build_demo(pipe.demo_dir)
-        return source, config
-    return pipe.source(), config
+        path, contacts = db.expanduser(), contacts_sources(config.contacts_paths())
+    else:
+        if config.uses_demo:
+            pipe.build_demo_if_missing()
+        path, contacts = pipe.source(), pipe.contacts()
+    return path, read_contacts(contacts, config.source.busy_timeout), config
 
 
 def _doit(config: Config, argv: list[str]) -> int:
     loader = ModuleTaskLoader(doit_namespace(config))
-    return int(DoitMain(loader, config_filenames=()).run(argv))
+    return int(DoitMain(loader, config_filenames=()).run(argv) or 0)
 
 
 class _Group(click.Group):
@@ -117,8 +117,7 @@ def conversations_command(ctx: click.Context, db: Path | None, as_json: bool) ->
     Example:
       imessage-finetune conversations --db ~/Library/Messages/chat.db
     """
-    path, config = _database(ctx, db)
-    contacts = read_contacts(Pipeline(config).contacts(), config.source.busy_timeout)
+    path, contacts, config = _database(ctx, db)
     with open_chat_db(path, busy_timeout=config.source.busy_timeout) as conn:
         found = conversations(conn, contacts, config.sessions.owner_name)
     if as_json:
@@ -167,8 +166,7 @@ def diagnose_command(ctx: click.Context, db: Path | None, as_json: bool) -> None
     Example:
       imessage-finetune diagnose --json
     """
-    path, config = _database(ctx, db)
-    contacts = read_contacts(Pipeline(config).contacts(), config.source.busy_timeout)
+    path, contacts, config = _database(ctx, db)
     with open_chat_db(path, busy_timeout=config.source.busy_timeout) as conn:
         report = diagnose(conn, path, contacts)
     if as_json:
@@ -208,10 +206,8 @@ def validate_command(ctx: click.Context, path: Path, model: str | None, as_json:
     from .validator import validate_file
 
     if model is None:
-        try:
-            model = _config(ctx).finetune.model
-        except FinetuneError:
-            model = FinetuneConfig().model
+        has_config = ctx.obj["config_path"] or find_config(Path.cwd()).exists()
+        model = _config(ctx).finetune.model if has_config else FinetuneConfig().model
     result = validate_file(path, model=model, token_limit=token_limit(model))
     if as_json:
         document = {

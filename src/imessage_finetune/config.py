@@ -255,6 +255,8 @@ def _check_semantics(config: Config, where: str) -> None:
         raise ConfigError(f"{where}: source.busy_timeout must be zero or more seconds")
     if not config.sessions.owner_name.strip():
         raise ConfigError(f"{where}: sessions.owner_name must not be empty")
+    if not config.sessions.attachment_placeholder.strip():
+        raise ConfigError(f"{where}: sessions.attachment_placeholder must not be empty")
     dataset = config.dataset
     positive = {
         "dataset.idle_gap_hours": dataset.idle_gap_hours,

@@ -1,7 +1,8 @@
 """Typed errors, one family per domain. Each message says what went wrong and what to do.
 
-The CLI and dodo.py turn these into a one-line error and a non-zero exit in one place
-(`imessage_finetune.cli.handle_errors`); library code only raises them.
+Library code only raises them. The CLI turns them into a one-line error and exit 1 in one
+place (`cli._Group.invoke`); in doit runs a failing stage reports its message through
+`tasks.stage_action`, and dodo.py does the same for configuration errors.
 """
 
 from __future__ import annotations
@@ -60,10 +61,6 @@ class SchemaValidationError(FinetuneError):
             f"{artifact}{pointer}: {message} (the artifact was not written; "
             "this is a bug in imessage-finetune, please report it)"
         )
-
-
-class ArtifactIntegrityError(FinetuneError):
-    """An artifact changed after it was built (hand edit or damage)."""
 
 
 class ChatSessionError(FinetuneError, ValueError):

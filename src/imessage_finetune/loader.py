@@ -21,9 +21,8 @@ from .chatdb.connection import open_chat_db
 from .chatdb.reader import ChatDbReader, ReaderOptions
 from .config import DEFAULT_CHAT_DB
 from .jsonio import load_json
-from .overview import read_contacts
 from .sessions import message_kwargs
-from .snapshot import contacts_sources
+from .snapshot import contacts_sources, read_contacts
 
 
 class IMessageChatLoader(BaseChatLoader):
@@ -33,7 +32,7 @@ class IMessageChatLoader(BaseChatLoader):
         self,
         path: str | Path | None = None,
         *,
-        contacts: str | Sequence[str | Path] = "auto",
+        contacts: str | Path | Sequence[str | Path] = "auto",
         options: ReaderOptions | None = None,
         busy_timeout: float = 10.0,
     ) -> None:
@@ -43,6 +42,8 @@ class IMessageChatLoader(BaseChatLoader):
             self.contacts_paths = contacts_sources(None)
         elif contacts == "none":
             self.contacts_paths = []
+        elif isinstance(contacts, (str, Path)):
+            self.contacts_paths = [Path(contacts).expanduser()]
         else:
             self.contacts_paths = [Path(p).expanduser() for p in contacts]
         self.options = options or ReaderOptions()

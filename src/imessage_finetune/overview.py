@@ -7,12 +7,9 @@ the messages the pipeline would keep (before chat and date filters).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .chatdb.connection import open_readonly
 from .chatdb.contacts import ContactBook
 from .chatdb.dates import apple_to_unix, unix_to_iso
 from .chatdb.reader import Chat, ChatDbReader, ReaderOptions
@@ -44,16 +41,6 @@ class Diagnosis:
     messages_kept: int
     excluded: dict[str, int] = field(default_factory=dict)
     handles_named: int = 0
-
-
-def read_contacts(paths: Iterable[Path], busy_timeout: float = 10.0) -> ContactBook:
-    """A contact book from Contacts databases, opened read-only."""
-    with ExitStack() as stack:
-        conns = [
-            stack.enter_context(open_readonly(p, busy_timeout=busy_timeout, what="AddressBook-v22.abcddb"))
-            for p in paths
-        ]
-        return ContactBook.from_connections(conns)
 
 
 def conversations(

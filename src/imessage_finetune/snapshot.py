@@ -9,6 +9,7 @@ only the snapshot, so the live database is touched once per change.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +17,13 @@ from pathlib import Path
 from . import artifacts
 from .atomic import atomic_path, atomic_write
 from .chatdb.connection import (
+    ADDRESSBOOK,
     open_readonly,
     require_messages_tables,
     sidecar,
     translate_sqlite_errors,
 )
 from .chatdb.contacts import ContactBook, default_addressbook_paths
-from .errors import ChatDbError, ContactsError
 from .jsonio import dump_json
 from .validation import validate_document
 
@@ -79,23 +80,19 @@ def contacts_sources(explicit: list[Path] | None, home: Path | None = None) -> l
     return list(explicit)
 
 
+def read_contacts(sources: Iterable[Path], busy_timeout: float = 10.0) -> ContactBook:
+    """A contact book from Contacts databases, each opened read-only like chat.db."""
+    with ExitStack() as stack:
+        connections = [
+            stack.enter_context(open_readonly(path, busy_timeout=busy_timeout, kind=ADDRESSBOOK))
+            for path in sources
+        ]
+        return ContactBook.from_connections(connections)
+
+
 def write_contacts(sources: list[Path], target: Path, *, busy_timeout: float = 10.0) -> ContactsSummary:
     """Read the Contacts databases read-only and publish their handle-to-name map."""
-    with ExitStack() as stack:
-        connections = []
-        for path in sources:
-            try:
-                connections.append(
-                    stack.enter_context(
-                        open_readonly(path, busy_timeout=busy_timeout, what="AddressBook-v22.abcddb")
-                    )
-                )
-            except ChatDbError as exc:
-                raise ContactsError(
-                    f"Contacts database: {exc}; or set [source] contacts in your config to "
-                    'another path, "auto" or "none"'
-                ) from None
-        book = ContactBook.from_connections(connections)
+    book = read_contacts(sources, busy_timeout)
     document = {"sources": len(sources), "contacts": book.to_mapping()}
     validate_document(artifacts.CONTACTS, document)
     with atomic_write(target) as handle:

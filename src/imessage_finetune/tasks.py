@@ -107,6 +107,14 @@ class Pipeline:
             return [self.demo_dir / "AddressBook-v22.abcddb"]
         return contacts_sources(explicit)
 
+    def build_demo_if_missing(self) -> None:
+        """Generate the demo database for commands that read it outside the pipeline."""
+        if not self.source().exists():
+            from .demo import build_demo
+
+            self.prepare()
+            build_demo(self.demo_dir)
+
     def prepare(self) -> None:
         """Create the private artifacts folder and remove what a killed run left.
 

@@ -9,6 +9,7 @@ never the offending value, which could be message text.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -18,6 +19,8 @@ import jsonschema_rs
 from .artifacts import Artifact
 from .errors import SchemaValidationError
 from .jsonio import load_json
+
+_SAFE_KEY = re.compile(r"[a-z_]+")
 
 
 @lru_cache(maxsize=None)
@@ -48,7 +51,10 @@ def explain(
     error = jsonschema.exceptions.best_match(validator.iter_errors(document))
     if error is None:
         return None
-    pointer = "#" + at + "".join(f"/{p}" for p in error.absolute_path)
+    # Keys of free-form maps (handles, for one) are personal data: shown as "*".
+    pointer = "#" + at + "".join(
+        f"/{p}" if isinstance(p, int) or _SAFE_KEY.fullmatch(p) else "/*" for p in error.absolute_path
+    )
     rule = f"{error.validator}: {error.validator_value!r}"
     if error.validator in ("properties", "$defs", "items", "prefixItems"):
         rule = str(error.validator)

@@ -20,6 +20,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import (
@@ -69,24 +70,38 @@ def sidecar(path: Path, suffix: str) -> Path:
     return path.with_name(path.name + suffix)
 
 
-def check_database_file(path: Path, what: str = "chat.db") -> bool:
+@dataclass(frozen=True)
+class DatabaseKind:
+    """Which database a path should be, and how the user points at the right one."""
+
+    name: str
+    fix: str
+
+
+CHAT_DB = DatabaseKind(
+    "chat.db",
+    "check [source] path in your config (on a Mac the Messages database is "
+    '~/Library/Messages/chat.db), or use path = "demo" for the built-in demo',
+)
+ADDRESSBOOK = DatabaseKind(
+    "AddressBook-v22.abcddb",
+    'check [source] contacts in your config (a path, a list of paths, "auto" or "none")',
+)
+
+
+def check_database_file(path: Path, kind: DatabaseKind = CHAT_DB) -> bool:
     """Check that `path` is a readable SQLite file; return True when it is in WAL mode."""
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise ChatDbNotFound(
-            f"{what} not found at {path}; check [source] path in your config "
-            "(on a Mac the Messages database is ~/Library/Messages/chat.db), or use "
-            'path = "demo" for the built-in demo'
-        ) from None
+        raise ChatDbNotFound(f"{kind.name} not found at {path}; {kind.fix}") from None
     except PermissionError:
         raise ChatDbPermissionDenied(
             f"permission denied reading {path}: {full_disk_access_hint()}"
         ) from None
     if path.is_dir():
         raise ChatDbIsDirectory(
-            f"{path} is a folder, not a database file; point [source] path at the {what} "
-            "file inside it"
+            f"{path} is a folder, not a {kind.name} file; {kind.fix}"
         )
     try:
         with open(path, "rb") as handle:
@@ -96,11 +111,11 @@ def check_database_file(path: Path, what: str = "chat.db") -> bool:
             f"permission denied reading {path}: {full_disk_access_hint()}"
         ) from None
     if info.st_size == 0:
-        raise NotSqlite(f"{path} is empty, not a SQLite database; point [source] path at {what}")
+        raise NotSqlite(f"{path} is empty, not a SQLite database; {kind.fix}")
     if not header.startswith(SQLITE_MAGIC):
         raise NotSqlite(
             f"{path} is not a SQLite database (its first bytes are not 'SQLite format 3'); "
-            f"point [source] path at {what}"
+            f"{kind.fix}"
         )
     return len(header) > 18 and header[18] == WAL_MODE_VERSION
 
@@ -141,7 +156,9 @@ def _copy_when_quiet(path: Path, folder: Path, busy_timeout: float) -> Path:
 
 
 @contextmanager
-def translate_sqlite_errors(path: Path, busy_timeout: float, what: str = "chat.db") -> Iterator[None]:
+def translate_sqlite_errors(
+    path: Path, busy_timeout: float, kind: DatabaseKind = CHAT_DB
+) -> Iterator[None]:
     """Turn sqlite3 errors raised while reading `path` into ChatDbError subclasses."""
     try:
         yield
@@ -160,13 +177,13 @@ def translate_sqlite_errors(path: Path, busy_timeout: float, what: str = "chat.d
     except sqlite3.DatabaseError as exc:
         raise NotSqlite(
             f"{path} is not a readable SQLite database ({exc}); it may be damaged or "
-            f"encrypted; point [source] path at {what}"
+            f"encrypted; {kind.fix}"
         ) from None
 
 
 @contextmanager
 def open_readonly(
-    path: Path, *, busy_timeout: float = 10.0, what: str = "chat.db"
+    path: Path, *, busy_timeout: float = 10.0, kind: DatabaseKind = CHAT_DB
 ) -> Iterator[sqlite3.Connection]:
     """A read-only connection to a live SQLite database that never writes to it.
 
@@ -174,10 +191,10 @@ def open_readonly(
     that say what to do.
     """
     path = Path(path).expanduser().absolute()
-    is_wal = check_database_file(path, what)
+    is_wal = check_database_file(path, kind)
     with tempfile.TemporaryDirectory(prefix="imessage-finetune-") as private:
         os.chmod(private, 0o700)
-        with translate_sqlite_errors(path, busy_timeout, what):
+        with translate_sqlite_errors(path, busy_timeout, kind):
             if not is_wal:
                 conn = sqlite3.connect(_uri(path, mode="ro"), uri=True, timeout=busy_timeout)
             elif sidecar(path, "-wal").exists() and sidecar(path, "-shm").exists():

@@ -76,7 +76,12 @@ def _body(row: Mapping[str, object], info: summary_info.SummaryInfo | None) -> t
     blob = row["attributedBody"]
     edited = bool(row["date_edited"])
     partly_unsent = bool(info and info.unsent_parts)
-    # Edited and partly-unsent rows keep the original in `text`; the blob holds the current.
+    # Edited and partly-unsent rows keep the original in `text`; the blob holds the current,
+    # and without a blob the edit history's last versions are the current text.
+    if edited and info and info.edited_parts and not blob:
+        finals = [info.final_text(part) for part in sorted(info.edited_parts)]
+        if all(finals):
+            return "".join(t for t in finals if t), False
     if isinstance(text, str) and text and not ((edited or partly_unsent) and blob):
         return text, False
     if blob:
@@ -86,9 +91,6 @@ def _body(row: Mapping[str, object], info: summary_info.SummaryInfo | None) -> t
             decoded = typedstream.decode(data)
             return "".join(t for part, t in decoded.parts() if part not in info.unsent_parts), True
         return typedstream.decode_text(data), True
-    if edited and info and info.edited_parts:
-        finals = [info.final_text(part) for part in sorted(info.edited_parts)]
-        return "".join(t for t in finals if t), False
     return (text if isinstance(text, str) else ""), False
 
 
