@@ -96,4 +96,4 @@ def test_run_force_rebuilds_an_up_to_date_stage(builder: ChatDbBuilder, tmp_path
     CliRunner().invoke(cli, ["--config", str(config), "run", "sessions"])
     result = CliRunner().invoke(cli, ["--config", str(config), "run", "sessions", "--force"])
     assert result.exit_code == 0, result.output
-    assert ".  sessions" in result.output
+    assert "sessions: 4 messages" in result.output
