@@ -102,7 +102,7 @@ write_contacts([], out / "contacts.json")
 summary = write_sessions(
     out / "chat.db", ContactBook.from_contacts([]), out / "sessions.json", ReaderOptions()
 )
-print(json.dumps({"messages": summary.stats.messages_kept}))
+print(json.dumps({"messages": summary.messages_kept}))
 """
 IMPORTS_ONLY = 'print(\'{"messages": 0}\')\n'
 CONTENDERS: dict[str, str] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -144,3 +145,39 @@ def test_redaction_before_anything_is_written(builder: ChatDbBuilder, tmp_path: 
     assert "0199" not in text and "a@b.example.org" not in text and "483920" not in text
     assert "https://example.com/x" in text
     assert merged["stats"]["redactions"] == {"code": 1, "email": 1, "phone": 1}
+
+
+def test_redaction_also_hides_senders_known_only_by_their_number(builder: ChatDbBuilder, tmp_path: Path) -> None:
+    """In a group, a sender with no contact name is their handle: with redaction on, a
+    stable "Person N" stands in for it, as a name or as a prefix."""
+    path = sessions_file(builder, tmp_path, [("group", BOB, "hey", 0), ("group", None, "hi", 10)])
+    named = merge(path, tmp_path, redact_emails=True)
+    assert named["examples"][0]["messages"][0]["data"]["name"] == "Person_1"
+    prefixed = merge(path, tmp_path, redact_emails=True, group_chats="prefix")
+    assert contents(prefixed["examples"][0])[0] == ("human", "Person 1: hey")
+    visible = [(m["data"]["content"], m["data"]["name"]) for m in prefixed["examples"][0]["messages"]]
+    assert BOB not in str(visible)  # what reaches train.jsonl; metadata keeps the handle locally
+
+
+def test_special_token_strings_are_neutralised_not_fatal(builder: ChatDbBuilder, tmp_path: Path) -> None:
+    """A message quoting <|endoftext|> would make OpenAI refuse the file: it is replaced and counted."""
+    path = sessions_file(builder, tmp_path, [("alice", ALICE, "what is <|endoftext|>?", 0), ("alice", None, "a token", 5)])
+    merged = merge(path, tmp_path)
+    assert contents(merged["examples"][0])[0] == ("human", "what is [special token]?")
+    assert merged["stats"]["redactions"] == {"special_token": 1}
+
+
+def test_the_owners_name_works_as_ai_sender(builder: ChatDbBuilder, tmp_path: Path) -> None:
+    """ai_sender set to the owner's configured name means the owner, like "me"."""
+    path = sessions_file(builder, tmp_path, [("alice", ALICE, "hi", 0), ("alice", None, "hello", 5)])
+    merged = merge(path, tmp_path, ai_sender="ME")
+    assert contents(merged["examples"][0]) == [("human", "hi"), ("ai", "hello")]
+
+
+def test_group_names_stay_distinct_and_valid_for_openai() -> None:
+    """Accents dropped, other scripts given a stable label: two speakers never collapse."""
+    from imessage_finetune.merged import openai_name
+
+    assert openai_name("José García") == "Jose_Garcia"
+    assert openai_name("张伟") != openai_name("李娜")
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", openai_name(n)) for n in ("张伟", "Zoë", "a b", "x" * 99))

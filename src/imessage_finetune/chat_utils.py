@@ -58,8 +58,8 @@ OWNER_SENDER = "is_from_me"
 """`sender` value for `map_ai_messages*` meaning "the owner of the database".
 
 With it the assistant side is every message whose `additional_kwargs["is_from_me"]` is true,
-whatever its `sender` says. It is the spelling of the CLI's `--me` default, and no contact is
-named like it.
+whatever its `sender` says. No contact is named like it. (The pipeline's `[dataset] ai_sender`
+spells the same choice "me".)
 """
 
 PLACEHOLDERS: dict[str, str] = {

@@ -41,9 +41,10 @@ class DatasetSummary:
 
 
 def token_limit(model: str) -> int:
-    """Tokens per example the model's fine-tuning accepts."""
+    """Tokens per example the model's fine-tuning accepts (`ft:` models: their base's)."""
+    base = model.removeprefix("ft:")
     for prefix, limit in TOKEN_LIMITS:
-        if model.startswith(prefix):
+        if base.startswith(prefix):
             return limit
     return DEFAULT_TOKEN_LIMIT
 

@@ -10,6 +10,7 @@ value, not a digest, so a run can say what changed.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
@@ -22,8 +23,33 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 KEY_DEPENDENCIES = ("doit", "jsonschema", "jsonschema-rs", "orjson", "langchain-core")
 
 
+def module_closure(entry: str) -> set[str]:
+    """The package files a module runs: itself and every package module it imports,
+    transitively (relative imports; paths relative to the package)."""
+    seen: set[str] = set()
+    pending = [entry]
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = PACKAGE_DIR / name
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom) or not node.level:
+                continue
+            base = path.parent
+            for _ in range(node.level - 1):
+                base = base.parent
+            if node.module:
+                base = base.joinpath(*node.module.split("."))
+            candidates = [base.with_suffix(".py"), base / "__init__.py"]
+            candidates += [base / f"{alias.name}.py" for alias in node.names]
+            pending += [str(c.relative_to(PACKAGE_DIR)) for c in candidates if c.is_file()]
+    return seen
+
+
 def code_hash(modules: Iterable[str]) -> str:
-    """sha256 of the source files of the named package modules (paths relative to the package)."""
+    """sha256 of package files (paths relative to the package)."""
     digest = hashlib.sha256()
     for name in sorted(modules):
         digest.update(name.encode() + b"\0" + (PACKAGE_DIR / name).read_bytes())
@@ -77,11 +103,11 @@ def files_state(paths: Iterable[Path]) -> dict[str, Any]:
 class StageFingerprint:
     """Stale when the stage's parameters, code or dependency versions differ from the last run."""
 
-    def __init__(self, stage: str, params: dict[str, Any], modules: Iterable[str]) -> None:
+    def __init__(self, stage: str, params: dict[str, Any], entry: str) -> None:
         self.key = f"fingerprint:{stage}"
         self.current = {
             "params": params,
-            "code": code_hash(modules),
+            "code": code_hash(module_closure(entry)),
             "versions": dependency_versions(),
         }
 
@@ -91,24 +117,6 @@ class StageFingerprint:
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
         return values.get(self.key) == self.current
-
-    def changes(self, values: dict[str, Any]) -> list[str]:
-        """What differs from the saved fingerprint, as `params.key: old -> new` lines."""
-        saved = values.get(self.key)
-        if saved is None:
-            return ["never built"]
-        lines = []
-        for key in sorted(set(saved["params"]) | set(self.current["params"])):
-            old, new = saved["params"].get(key), self.current["params"].get(key)
-            if old != new:
-                lines.append(f"{key}: {old!r} -> {new!r}")
-        if saved["code"] != self.current["code"]:
-            lines.append("code changed")
-        for name, new in self.current["versions"].items():
-            old = saved["versions"].get(name)
-            if old != new:
-                lines.append(f"{name} {old} -> {new}")
-        return lines
 
 
 class FilesUnchanged:

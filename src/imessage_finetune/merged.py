@@ -12,7 +12,9 @@ the reference chain it replaces. The LangChain-object versions of the same steps
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from .jsonio import dump_compact, load_json
 from .sessions import FORMAT as SESSIONS_FORMAT
 from .tokens import TokenCounter
 from .validation import validate_document
+from .validator import SPECIAL_TOKEN_RE
 
 FORMAT = "imessage-finetune/merged"
 VERSION = 1
@@ -45,6 +48,7 @@ class Turn:
     is_ai: bool
     additional_kwargs: dict[str, Any]
     name: str | None = None
+    tokens: int = 0
 
 
 @dataclass
@@ -60,8 +64,16 @@ class MergedStats:
 
 
 def openai_name(sender: str) -> str:
-    """A sender's name as OpenAI's `name` field accepts it (letters, digits, _ and -)."""
-    return _NAME_UNSAFE.sub("_", sender).strip("_")[:64] or "someone"
+    """A sender's name as OpenAI's `name` field accepts it (letters, digits, _ and -).
+
+    Accents are dropped (José -> Jose); a name with no Latin letters left (张伟) gets a stable
+    label derived from it, so two such speakers in one group stay apart.
+    """
+    ascii_only = "".join(c for c in unicodedata.normalize("NFKD", sender) if not unicodedata.combining(c))
+    name = _NAME_UNSAFE.sub("_", ascii_only).strip("_")[:64]
+    if len(name) * 2 < len(sender.strip()):
+        name = f"{name[:40]}_{hashlib.sha256(sender.encode()).hexdigest()[:8]}".lstrip("_")
+    return name
 
 
 def read_sessions(path: Path) -> dict[str, Any]:
@@ -82,25 +94,25 @@ def senders(sessions: Iterable[dict[str, Any]]) -> Counter[str]:
 
 
 def ai_matcher(ai_sender: str, sessions: list[dict[str, Any]]) -> Any:
-    """A predicate on message kwargs for the AI side; an error lists the senders that exist."""
+    """A predicate on message kwargs for the AI side; an error lists the senders that exist.
+
+    "me" is the owner, by `is_from_me`; any other value is a sender name or handle, compared
+    without case (the owner's configured name works too).
+    """
     if ai_sender.casefold() == OWNER:
         return lambda kwargs: kwargs["is_from_me"]
     wanted = ai_sender.casefold()
-    counts = senders(sessions)
-    if not any(
-        wanted in (m["data"]["additional_kwargs"]["sender"].casefold(), (m["data"]["additional_kwargs"]["handle"] or "").casefold())
-        for s in sessions
-        for m in s["messages"]
-    ):
-        listed = ", ".join(f"{name} ({n})" for name, n in counts.most_common(20))
+
+    def is_ai(kwargs: dict[str, Any]) -> bool:
+        return kwargs["sender"].casefold() == wanted or (kwargs["handle"] or "").casefold() == wanted
+
+    if not any(is_ai(m["data"]["additional_kwargs"]) for s in sessions for m in s["messages"]):
+        listed = ", ".join(f"{name} ({n})" for name, n in senders(sessions).most_common(20))
         raise DatasetError(
             f"dataset.ai_sender {ai_sender!r} matches nobody in sessions.json; use \"me\" for "
             f"your own messages or one of these senders (messages): {listed}"
         )
-    return lambda kwargs: (
-        not kwargs["is_from_me"]
-        and (kwargs["sender"].casefold() == wanted or (kwargs["handle"] or "").casefold() == wanted)
-    )
+    return is_ai
 
 
 def _merge_runs(messages: list[Turn], separator: str) -> list[Turn]:
@@ -159,42 +171,52 @@ def shape_session(
         Turn(m["data"]["content"], is_ai(m["data"]["additional_kwargs"]), m["data"]["additional_kwargs"])
         for m in session["messages"]
     ]
+    labels: dict[str, str] = {}
     for part in split_on_idle_gap(messages, gap_seconds):  # type: ignore[arg-type]
         turns = _merge_runs(part, options.merge_separator)  # type: ignore[arg-type]
-        for turn in turns:
-            if redacting:
-                turn.content, counts = redact(
-                    turn.content,
-                    phones=options.redact_phones,
-                    emails=options.redact_emails,
-                    codes=options.redact_codes,
-                    urls=options.redact_urls,
-                )
-                stats.redactions.update(counts)
-            if group and not turn.is_ai:
-                if options.group_chats == "name":
-                    turn.name = openai_name(turn.additional_kwargs["sender"])
-                else:
-                    turn.content = f"{turn.additional_kwargs['sender']}: {turn.content}"
-
-        def tokens(turn: Turn) -> int:
-            line = {"role": "assistant" if turn.is_ai else "user", "content": turn.content}
-            if turn.name:
-                line["name"] = turn.name
-            return counter.count_example([line]) - priming
-
         if not any(t.is_ai for t in turns):
             stats.dropped["no_ai_turn"] += 1
             continue
+        for turn in turns:
+            if redacting:
+                turn.content = _redact(turn.content, options, stats)
+            turn.content, special = SPECIAL_TOKEN_RE.subn("[special token]", turn.content)
+            if special:
+                stats.redactions["special_token"] += special
+            if group and not turn.is_ai:
+                sender = turn.additional_kwargs["sender"]
+                if sender not in labels:
+                    hidden = redacting and _redact(sender, options, MergedStats()) != sender
+                    labels[sender] = f"Person {len(labels) + 1}" if hidden else sender
+                if options.group_chats == "name":
+                    turn.name = openai_name(labels[sender])
+                else:
+                    turn.content = f"{labels[sender]}: {turn.content}"
+            line = {"role": "assistant" if turn.is_ai else "user", "content": turn.content}
+            if turn.name:
+                line["name"] = turn.name
+            turn.tokens = counter.count_example([line]) - priming
         windows = window(
-            turns, budget, options.overlap_messages, tokens, is_reply=lambda t: t.is_ai  # type: ignore[arg-type]
+            turns, budget, options.overlap_messages, lambda t: t.tokens, is_reply=lambda t: t.is_ai  # type: ignore[arg-type]
         )
-        oversized = sum(1 for t in turns if t.is_ai and tokens(t) > budget)
+        oversized = sum(1 for t in turns if t.is_ai and t.tokens > budget)
         if oversized:
             stats.dropped["ai_turn_over_budget"] += oversized
         if not windows:
             stats.dropped["no_ai_turn_within_budget"] += 1
         yield from windows
+
+
+def _redact(text: str, options: DatasetConfig, stats: MergedStats) -> str:
+    redacted, counts = redact(
+        text,
+        phones=options.redact_phones,
+        emails=options.redact_emails,
+        codes=options.redact_codes,
+        urls=options.redact_urls,
+    )
+    stats.redactions.update(counts)
+    return redacted
 
 
 def turn_dict(turn: Turn) -> dict[str, Any]:

@@ -37,7 +37,6 @@ class Diagnosis:
     last: str | None
     text_only_in_attributed_body: int
     owner_rows_without_handle: int
-    orphan_rows: int
     messages_kept: int
     excluded: dict[str, int] = field(default_factory=dict)
     handles_named: int = 0
@@ -82,7 +81,6 @@ def diagnose(conn: sqlite3.Connection, path: Path, contacts: ContactBook) -> Dia
         last=unix_to_iso(last_unix) if last_unix else None,
         text_only_in_attributed_body=attributed_only,
         owner_rows_without_handle=owner_no_handle,
-        orphan_rows=stats.excluded.get("orphan", 0),
         messages_kept=stats.messages_kept,
         excluded=dict(sorted((str(k), v) for k, v in stats.excluded.items())),
         handles_named=sum(1 for h in handles if contacts.name_for(h)),

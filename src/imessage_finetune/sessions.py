@@ -9,8 +9,6 @@ atomically only when every part passed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +24,6 @@ from .validation import validate_document
 
 FORMAT = "imessage-finetune/sessions"
 VERSION = 1
-
-
-@dataclass(frozen=True)
-class SessionsSummary:
-    """Counts for the closing summary of a run."""
-
-    stats: ReadStats
-    path: Path
 
 
 def reader_options(config: Config) -> ReaderOptions:
@@ -120,10 +110,8 @@ def write_sessions(
     contacts: ContactBook,
     target: Path,
     options: ReaderOptions,
-    *,
-    progress: Callable[[int], None] | None = None,
-) -> SessionsSummary:
-    """Read the snapshot and publish sessions.json; `progress` gets each chat's message count."""
+) -> ReadStats:
+    """Read the snapshot and publish sessions.json; return what was kept and left out."""
     with open_chat_db(snapshot) as conn:
         reader = ChatDbReader(conn, options, contacts)
         envelope = {"format": FORMAT, "version": VERSION, "owner_name": options.owner_name}
@@ -133,10 +121,8 @@ def write_sessions(
                 session = session_dict(chat, messages)
                 validate_document(artifacts.SESSIONS, session, "session", at=f"/sessions/{index}")
                 out.write((b",\n" if index else b"\n") + dump_compact(session))
-                if progress:
-                    progress(len(messages))
             stats = stats_dict(reader.stats)
             validate_document(artifacts.SESSIONS, {**envelope, "sessions": [], "stats": stats})
             out.write(b'\n],"stats":' + dump_compact(stats) + b"}\n")
-    return SessionsSummary(stats=reader.stats, path=target)
+    return reader.stats
 

@@ -24,46 +24,6 @@ from .errors import FinetuneError
 from .fingerprint import FilesUnchanged, StageFingerprint, files_state
 from .snapshot import contacts_sources, source_files, take_snapshot, write_contacts
 
-STAGE_MODULES: dict[str, tuple[str, ...]] = {
-    "demo": (
-        "demo.py",
-        "demo_script.py",
-        "atomic.py",
-        "chatdb/apple_schema.py",
-        "chatdb/typedstream.py",
-        "chatdb/summary_info.py",
-        "chatdb/contacts.py",
-        "chatdb/schema.py",
-        "chatdb/dates.py",
-    ),
-    "snapshot": (
-        "snapshot.py",
-        "atomic.py",
-        "chatdb/connection.py",
-        "chatdb/contacts.py",
-        "schemas/contacts.schema.json",
-    ),
-    "sessions": (
-        "sessions.py",
-        "atomic.py",
-        "chatdb/reader.py",
-        "chatdb/message_kinds.py",
-        "chatdb/typedstream.py",
-        "chatdb/summary_info.py",
-        "chatdb/dates.py",
-        "chatdb/schema.py",
-        "chatdb/contacts.py",
-    ),
-    "merged": ("merged.py", "atomic.py", "chat_utils.py", "tokens.py", "schemas/merged.schema.json"),
-    "dataset": (
-        "dataset.py",
-        "atomic.py",
-        "validator.py",
-        "tokens.py",
-        "schemas/train_line.schema.json",
-        "schemas/dataset_report.schema.json",
-    ),
-}
 # [dataset] keys that only the dataset stage reads; every other key shapes merged.json too.
 DATASET_ONLY_KEYS = ("validation_share", "split_seed")
 
@@ -171,7 +131,7 @@ def doit_namespace(config: Config) -> dict[str, Any]:
                 "actions": [stage_action(build_demo_source)],
                 "targets": demo_targets,
                 "uptodate": [
-                    StageFingerprint("demo", {"demo_version": DEMO_VERSION}, STAGE_MODULES["demo"]),
+                    StageFingerprint("demo", {"demo_version": DEMO_VERSION}, "demo.py"),
                     FilesUnchanged("targets", demo_targets, save_after=True),
                 ],
                 "clean": True,
@@ -202,11 +162,12 @@ def doit_namespace(config: Config) -> dict[str, Any]:
         }
         return {
             "actions": [stage_action(snapshot)],
+            "file_dep": [artifacts.CONTACTS.schema_path],
             "targets": [snapshot_path, contacts_path],
             "task_dep": ["demo"] if config.uses_demo else [],
             "uptodate": [
                 FilesUnchanged("source", source_inputs, save_after=False),
-                StageFingerprint("snapshot", params, STAGE_MODULES["snapshot"]),
+                StageFingerprint("snapshot", params, "snapshot.py"),
                 FilesUnchanged("targets", [snapshot_path, contacts_path], save_after=True),
             ],
             "clean": True,
@@ -216,10 +177,9 @@ def doit_namespace(config: Config) -> dict[str, Any]:
         from .sessions import load_contacts, reader_options, write_sessions
 
         pipe.prepare()
-        summary = write_sessions(
+        stats = write_sessions(
             snapshot_path, load_contacts(contacts_path), sessions_path, reader_options(config)
         )
-        stats = summary.stats
         excluded = ", ".join(f"{k} {v}" for k, v in sorted(stats.excluded.items())) or "none"
         say(
             f"sessions: {stats.messages_kept} messages in {stats.chats_kept} of {stats.chats} "
@@ -234,7 +194,7 @@ def doit_namespace(config: Config) -> dict[str, Any]:
             "file_dep": [snapshot_path, contacts_path, artifacts.SESSIONS.schema_path],
             "targets": [sessions_path],
             "uptodate": [
-                StageFingerprint("sessions", config.section("sessions"), STAGE_MODULES["sessions"]),
+                StageFingerprint("sessions", config.section("sessions"), "sessions.py"),
                 FilesUnchanged("targets", [sessions_path], save_after=True),
             ],
             "clean": True,
@@ -264,7 +224,7 @@ def doit_namespace(config: Config) -> dict[str, Any]:
             "file_dep": [sessions_path, artifacts.MERGED.schema_path],
             "targets": [merged_path],
             "uptodate": [
-                StageFingerprint("merged", params, STAGE_MODULES["merged"]),
+                StageFingerprint("merged", params, "merged.py"),
                 FilesUnchanged("targets", [merged_path], save_after=True),
             ],
             "clean": True,
@@ -300,7 +260,7 @@ def doit_namespace(config: Config) -> dict[str, Any]:
             "file_dep": [merged_path, sessions_path, *schemas],
             "targets": dataset_targets,
             "uptodate": [
-                StageFingerprint("dataset", params, STAGE_MODULES["dataset"]),
+                StageFingerprint("dataset", params, "dataset.py"),
                 FilesUnchanged("targets", dataset_targets, save_after=True),
             ],
             "clean": True,

@@ -39,9 +39,10 @@ from typing import Literal, NoReturn
 import jsonschema_rs
 from jsonschema import Draft202012Validator
 
-from imessage_finetune.tokens import TokenCounter, counter_for
+from .config import FinetuneConfig
+from .tokens import TokenCounter, counter_for
 
-DEFAULT_MODEL = "gpt-4.1-mini-2025-04-14"
+DEFAULT_MODEL = FinetuneConfig.model
 ROLES = ("system", "user", "assistant")
 TOP_LEVEL_KEYS = frozenset({"messages", "tools"})
 MESSAGE_KEYS = frozenset({"role", "content", "name", "weight"})
@@ -60,7 +61,7 @@ SCHEMA_FILE = "train_line.schema.json"
 
 Severity = Literal["error", "warning"]
 
-_SPECIAL_TOKEN_RE = re.compile("|".join(re.escape(token) for token in SPECIAL_TOKENS))
+SPECIAL_TOKEN_RE = re.compile("|".join(re.escape(token) for token in SPECIAL_TOKENS))
 # Only identifier-like values are quoted back: a value that could be chat text never is.
 _LABEL_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,31}")
 
@@ -399,7 +400,7 @@ class _Checker:
             self.add(number, field, "content_not_string", "content must be a string")
         elif not content:
             self.add(number, field, "empty_content", "content is empty")
-        elif found := _SPECIAL_TOKEN_RE.search(content):
+        elif found := SPECIAL_TOKEN_RE.search(content):
             self.add(
                 number,
                 field,

@@ -31,14 +31,12 @@ OPTIONAL_MESSAGE_COLUMNS = (
     "date_edited",
     "date_retracted",
     "message_summary_info",
-    "schedule_type",
 )
 
 CHAT_STYLE_GROUP = 43
 CHAT_STYLE_ONE_TO_ONE = 45
 
 URL_BALLOON = "com.apple.messages.URLBalloonProvider"
-SCHEDULED_SEND_LATER = 2
 
 # associated_message_type values: 2 and 3 occur on ordinary messages and count as 0.
 ORDINARY_ASSOCIATION = (0, 2, 3)
