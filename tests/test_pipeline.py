@@ -19,14 +19,11 @@ ALICE = "+15555550101"
 DOIT_IN_SUBPROCESS = """
 import sys
 from pathlib import Path
-from doit.cmd_base import ModuleTaskLoader
-from doit.doit_cmd import DoitMain
 from imessage_finetune.config import load_config
-from imessage_finetune.tasks import doit_namespace
+from imessage_finetune.tasks import run_doit
 
 config, report, *tasks = sys.argv[1:]
-loader = ModuleTaskLoader(doit_namespace(load_config(Path(config))))
-sys.exit(DoitMain(loader, config_filenames=()).run(["--reporter", "json", "--output-file", report, *tasks]))
+sys.exit(run_doit(load_config(Path(config)), ["--reporter", "json", "--output-file", report, *tasks]))
 """
 
 

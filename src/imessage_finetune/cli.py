@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from doit.cmd_base import ModuleTaskLoader
-from doit.doit_cmd import DoitMain
 
 from . import __version__
 from .chatdb.connection import open_chat_db
@@ -25,7 +23,9 @@ from .jsonio import dump_json
 from .overview import conversations, diagnose
 from .chatdb.contacts import ContactBook
 from .snapshot import contacts_sources, read_contacts
-from .tasks import Pipeline, doit_namespace
+from .explain import VERBOSITY_ENV, StageStatus, dag_lines, plan, stage_statuses
+from .lockfile import verify
+from .tasks import Pipeline, doit_namespace, run_doit
 
 STAGES = ("snapshot", "sessions", "merged", "dataset")
 
@@ -49,11 +49,6 @@ def _database(ctx: click.Context, db: Path | None) -> tuple[Path, ContactBook, C
     return path, read_contacts(contacts, config.source.busy_timeout), config
 
 
-def _doit(config: Config, argv: list[str]) -> int:
-    loader = ModuleTaskLoader(doit_namespace(config))
-    return int(DoitMain(loader, config_filenames=()).run(argv) or 0)
-
-
 class _Group(click.Group):
     """Turns every FinetuneError into a ClickException: the one place errors are mapped."""
 
@@ -74,8 +69,10 @@ class _Group(click.Group):
     type=click.Path(dir_okay=False, path_type=Path),
     help=f"Config file (default: ${CONFIG_ENV}, else ./finetune.toml).",
 )
+@click.option("--quiet", "-q", is_flag=True, help="Say only errors and the closing summary.")
+@click.option("--verbose", "-v", is_flag=True, help="Say more about what is checked.")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None) -> None:
+def cli(ctx: click.Context, config_path: Path | None, quiet: bool, verbose: bool) -> None:
     """Fine-tune a language model on your own iMessage history.
 
     \b
@@ -84,6 +81,10 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
       imessage-finetune conversations
       imessage-finetune validate artifacts/train.jsonl
     """
+    if quiet and verbose:
+        raise click.UsageError("use just one of --quiet and --verbose")
+    if quiet or verbose:
+        os.environ[VERBOSITY_ENV] = "0" if quiet else "2"
     ctx.obj = {"config_path": config_path}
 
 
@@ -100,8 +101,8 @@ def run(ctx: click.Context, stage: str, force: bool) -> None:
     """
     config = _config(ctx)
     if force:
-        _doit(config, ["forget", stage])
-    code = _doit(config, [stage])
+        run_doit(config, ["forget", stage])
+    code = run_doit(config, [stage])
     if code:
         raise click.exceptions.Exit(code)
 
@@ -229,6 +230,82 @@ def validate_command(ctx: click.Context, path: Path, model: str | None, as_json:
             err=True,
         )
     if not result.ok:
+        raise click.exceptions.Exit(1)
+
+
+def _stage_rows(statuses: list[StageStatus]) -> list[tuple[str, ...]]:
+    rows = [("STAGE", "STATE", "WHY")]
+    for stage in statuses:
+        state = {"up-to-date": "up to date", "run": "stale"}.get(stage.status, stage.status)
+        rows.append((stage.name, state, "; ".join(stage.reasons)))
+    return rows
+
+
+@cli.command(name="status")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_context
+def status_command(ctx: click.Context, as_json: bool) -> None:
+    """Show each stage on its own: up to date, or stale and why. Exit 1 when any is stale.
+
+    \b
+    Example:
+      imessage-finetune status --json
+    """
+    statuses = stage_statuses(doit_namespace(_config(ctx)))
+    if as_json:
+        click.echo(dump_json([dataclasses.asdict(s) for s in statuses]).decode(), nl=False)
+    else:
+        _table(_stage_rows(statuses))
+    if any(s.status != "up-to-date" for s in statuses):
+        raise click.exceptions.Exit(1)
+
+
+@cli.command(name="plan")
+@click.argument("stage", required=False, type=click.Choice(STAGES), default="dataset")
+@click.pass_context
+def plan_command(ctx: click.Context, stage: str) -> None:
+    """Dry run: list the stages `run STAGE` would run, and why, without running anything.
+
+    Changes are passed downstream: a stage whose input will be rebuilt is listed too.
+
+    \b
+    Example:
+      imessage-finetune plan dataset
+    """
+    steps = plan(doit_namespace(_config(ctx)), [stage])
+    _table(_stage_rows(steps))
+    running = [s.name for s in steps if s.status == "run"]
+    click.echo(f"{len(running)} stage(s) would run: {', '.join(running) or 'none'}", err=True)
+
+
+@cli.command(name="dag")
+@click.option("--mermaid", is_flag=True, help="A Mermaid flowchart instead of text.")
+@click.pass_context
+def dag_command(ctx: click.Context, mermaid: bool) -> None:
+    """Show the stages, what each needs and the artifacts it writes.
+
+    \b
+    Example:
+      imessage-finetune dag --mermaid
+    """
+    for line in dag_lines(doit_namespace(_config(ctx)), mermaid=mermaid):
+        click.echo(line)
+
+
+@cli.command(name="verify")
+@click.pass_context
+def verify_command(ctx: click.Context) -> None:
+    """Re-hash the artifacts against pipeline.lock.json; exit 1 if any changed since built.
+
+    \b
+    Example:
+      imessage-finetune verify
+    """
+    checked, mismatches = verify(_config(ctx).artifacts_dir)
+    for mismatch in mismatches:
+        click.echo(f"{mismatch.artifact}: {mismatch.problem} (stage {mismatch.stage})")
+    click.echo(f"{checked} artifact(s) checked, {len(mismatches)} mismatch(es)", err=True)
+    if mismatches:
         raise click.exceptions.Exit(1)
 
 

@@ -73,3 +73,61 @@ class ChatSessionError(FinetuneError, ValueError):
 
 class DatasetError(FinetuneError):
     """The conversations cannot be turned into training data as configured."""
+
+
+class FineTuneError(FinetuneError):
+    """A fine-tuning service refused a request or stayed unreachable.
+
+    The message carries the service's status, code, param, message and request id verbatim,
+    with the API key masked should the service echo it. `status` is the HTTP status or None.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        self.status, self.code = status, code
+        super().__init__(message)
+
+
+class FineTuneAuthError(FineTuneError):
+    """The service rejected the API key (401) or denied it the operation (403)."""
+
+
+class FineTuneRefused(FineTuneError):
+    """The service refused to create a job because the account may no longer fine-tune."""
+
+    def __init__(self, detail: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(
+            "the service refused to create a fine-tuning job: this account may no longer "
+            "fine-tune (OpenAI closed self-serve fine-tuning to most organisations during 2026 "
+            "and accepts no new jobs from anyone from 2027-01-06). Use another backend: any "
+            "OpenAI-compatible endpoint via [finetune] base_url, or the local backend. "
+            f"The service said: {detail}",
+            status=status,
+            code=code,
+        )
+
+
+class FineTuneUnavailable(FineTuneError):
+    """Timeouts, dropped connections, 429 or 5xx replies persisted through every retry."""
+
+
+class FineTuneJobFailed(FineTuneError):
+    """The job ended in `failed`; `code` and `message` are the service's, verbatim."""
+
+    def __init__(self, job_id: str, code: str | None, message: str | None) -> None:
+        self.job_id, self.message = job_id, message
+        super().__init__(
+            f"fine-tuning job {job_id} failed: {code or 'no error code'}: "
+            f"{message or 'the service gave no message'}",
+            code=code,
+        )
+
+
+class FineTuneStillRunning(FineTuneError):
+    """The job did not finish before the deadline; it keeps running and can be re-attached."""
+
+    def __init__(self, job_id: str, status: str, waited: float) -> None:
+        self.job_id, self.job_status = job_id, status
+        super().__init__(
+            f"fine-tuning job {job_id} is still {status} after {waited:.0f} s; it keeps running "
+            "on the service: run the stage again to follow it, or cancel it"
+        )

@@ -67,37 +67,46 @@ def dependency_versions() -> dict[str, str]:
     return versions
 
 
-def file_signature(paths: Iterable[Path]) -> dict[str, list[int] | None]:
-    """Cheap identity of files: size and modification time in ns (None when absent)."""
-    signature: dict[str, list[int] | None] = {}
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def files_state(paths: Iterable[Path]) -> dict[str, list[Any] | None]:
+    """Per file: size, modification time (ns) and sha256; None for a file that is absent."""
+    state: dict[str, list[Any] | None] = {}
     for path in paths:
         try:
             info = path.stat()
         except FileNotFoundError:
-            signature[str(path)] = None
+            state[str(path)] = None
         else:
-            signature[str(path)] = [info.st_size, info.st_mtime_ns]
-    return signature
+            state[str(path)] = [info.st_size, info.st_mtime_ns, file_digest(path)]
+    return state
 
 
-def content_digest(paths: Iterable[Path]) -> str:
-    """sha256 over the bytes of the files, in order, each introduced by its name."""
-    digest = hashlib.sha256()
+def changed_files(saved: dict[str, list[Any] | None], paths: Iterable[Path]) -> list[Path]:
+    """The files whose bytes differ from the saved state; a matching size and mtime skip hashing."""
+    changed = []
     for path in paths:
-        digest.update(str(path).encode() + b"\0")
+        before = saved.get(str(path))
         try:
-            with open(path, "rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    digest.update(chunk)
+            info = path.stat()
         except FileNotFoundError:
-            digest.update(b"\0absent\0")
-    return digest.hexdigest()
-
-
-def files_state(paths: Iterable[Path]) -> dict[str, Any]:
-    """The saved state of files: their signature and the digest of their bytes."""
-    paths = list(paths)
-    return {"signature": file_signature(paths), "digest": content_digest(paths)}
+            if before is not None:
+                changed.append(path)
+            continue
+        if before is None:
+            changed.append(path)
+        elif [info.st_size, info.st_mtime_ns] != before[:2] and (
+            info.st_size != before[0] or file_digest(path) != before[2]
+        ):
+            changed.append(path)
+    return changed
 
 
 class StageFingerprint:
@@ -117,6 +126,24 @@ class StageFingerprint:
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
         return values.get(self.key) == self.current
+
+    def explain(self, values: dict[str, Any]) -> list[str]:
+        """What differs from the saved fingerprint, e.g. `ai_sender: 'me' -> 'Tortoise'`."""
+        saved = values.get(self.key)
+        if saved is None:
+            return ["never built"]
+        lines = []
+        for key in sorted(set(saved["params"]) | set(self.current["params"])):
+            old, new = saved["params"].get(key), self.current["params"].get(key)
+            if old != new:
+                lines.append(f"{key}: {old!r} -> {new!r}")
+        if saved["code"] != self.current["code"]:
+            lines.append("its code changed")
+        for name, new in self.current["versions"].items():
+            old = saved["versions"].get(name)
+            if old != new:
+                lines.append(f"{name} {old} -> {new}")
+        return lines
 
 
 class FilesUnchanged:
@@ -139,8 +166,12 @@ class FilesUnchanged:
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
         saved = values.get(self.key)
-        if not saved:
-            return False
-        if saved["signature"] == file_signature(self.paths):
-            return True
-        return saved["digest"] == content_digest(self.paths)
+        return bool(saved) and set(saved) == {str(p) for p in self.paths} and not changed_files(saved, self.paths)
+
+    def explain(self, values: dict[str, Any]) -> list[str]:
+        """Which files changed, in words."""
+        saved = values.get(self.key)
+        if not saved or set(saved) != {str(p) for p in self.paths}:
+            return [] if self.key == "targets" else [f"{self.key} not recorded yet"]
+        verb = "changed" if self.key == "source" else "was edited or damaged since it was built"
+        return [f"{path.name} {verb}" for path in changed_files(saved, self.paths)]

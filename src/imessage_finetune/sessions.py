@@ -9,6 +9,7 @@ atomically only when every part passed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,17 +111,26 @@ def write_sessions(
     contacts: ContactBook,
     target: Path,
     options: ReaderOptions,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ReadStats:
-    """Read the snapshot and publish sessions.json; return what was kept and left out."""
+    """Read the snapshot and publish sessions.json; return what was kept and left out.
+
+    `progress(chats_done, chats_total)` is called as chats are written.
+    """
     with open_chat_db(snapshot) as conn:
         reader = ChatDbReader(conn, options, contacts)
         envelope = {"format": FORMAT, "version": VERSION, "owner_name": options.owner_name}
         with atomic_write(target) as out:
             out.write(dump_compact(envelope)[:-1] + b',"sessions":[')
+            total = len(reader.chats())
             for index, (chat, messages) in enumerate(reader.conversations()):
                 session = session_dict(chat, messages)
                 validate_document(artifacts.SESSIONS, session, "session", at=f"/sessions/{index}")
                 out.write((b",\n" if index else b"\n") + dump_compact(session))
+                if progress:
+                    progress(index + 1, total)
+            if progress:
+                progress(total, total)
             stats = stats_dict(reader.stats)
             validate_document(artifacts.SESSIONS, {**envelope, "sessions": [], "stats": stats})
             out.write(b'\n],"stats":' + dump_compact(stats) + b"}\n")

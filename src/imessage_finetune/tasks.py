@@ -11,17 +11,25 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import click
+from doit.cmd_base import ModuleTaskLoader
+from doit.doit_cmd import DoitMain
 from doit.exceptions import TaskFailed
 
 from . import artifacts
 from .atomic import clean_stale_temporaries
 from .config import Config, find_config, load_config
+from .doit_state import BACKEND_NAME, DOIT_PLUGINS
+from .explain import ExplainingReporter, verbosity
 from .errors import FinetuneError
 from .fingerprint import FilesUnchanged, StageFingerprint, files_state
+from .lockfile import lock_path, record_stage
 from .snapshot import contacts_sources, source_files, take_snapshot, write_contacts
 
 # [dataset] keys that only the dataset stage reads; every other key shapes merged.json too.
@@ -29,8 +37,30 @@ DATASET_ONLY_KEYS = ("validation_share", "split_seed")
 
 
 def say(text: str) -> None:
-    """Chatter for the person running the pipeline: stderr, never stdout."""
-    print(text, file=sys.stderr, flush=True)
+    """Chatter for the person running the pipeline: stderr, never stdout; silent when quiet."""
+    if verbosity() > 0:
+        print(text, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress callback drawing a bar on stderr, only on a terminal and when not quiet."""
+    if verbosity() == 0 or not sys.stderr.isatty():
+        yield None
+        return
+    with click.progressbar(length=1, label=label, file=sys.stderr) as bar:
+
+        def update(done: int, total: int) -> None:
+            bar.length = max(total, 1)
+            bar.update(done - bar.pos)
+
+        yield update
+
+
+def run_doit(config: Config, argv: list[str]) -> int:
+    """Run doit on the pipeline of `config` (argv as for the `doit` command); its exit code."""
+    loader = ModuleTaskLoader(doit_namespace(config))
+    return int(DoitMain(loader, config_filenames=(), extra_config=DOIT_PLUGINS).run(argv) or 0)
 
 
 def load_project_config(project_dir: Path) -> Config:
@@ -86,17 +116,60 @@ class Pipeline:
         clean_stale_temporaries(self.dir)
 
 
-def stage_action(function: Callable[[], dict[str, Any] | None]) -> Callable[[], Any]:
-    """Run a stage; a FinetuneError becomes a one-line doit failure that says what to do."""
+def stage_task(
+    pipe: Pipeline,
+    name: str,
+    run: Callable[[], dict[str, Any] | None],
+    *,
+    doc: str,
+    params: dict[str, Any],
+    targets: list[Path],
+    file_dep: list[Path] = [],
+    watched: list[Path] | None = None,
+    task_dep: list[str] = [],
+) -> Callable[[], dict[str, Any]]:
+    """A doit task creator for one stage.
+
+    The stage is stale when its inputs (`file_dep`, and `watched` files compared by content
+    for a live source), its parameters, its code or its published targets changed. A
+    FinetuneError becomes a one-line failure that says what to do; a success is recorded in
+    pipeline.lock.json.
+    """
+    fingerprint = StageFingerprint(name, params, f"{name}.py")
+    uptodate: list[Any] = [FilesUnchanged("source", watched, save_after=False)] if watched else []
+    uptodate += [fingerprint, FilesUnchanged("targets", targets, save_after=True)]
 
     def action() -> Any:
+        started = time.monotonic()
         try:
-            return function()
+            values = run()
         except FinetuneError as exc:
             return TaskFailed(str(exc))
+        record_stage(
+            lock_path(pipe.dir),
+            name,
+            root=pipe.dir,
+            inputs=file_dep + (watched or []),
+            outputs=targets,
+            fingerprint=fingerprint.current,
+            seconds=time.monotonic() - started,
+        )
+        return values
 
-    action.__name__ = action.__qualname__ = function.__name__
-    return action
+    action.__name__ = action.__qualname__ = name
+
+    def creator() -> dict[str, Any]:
+        return {
+            "actions": [action],
+            "file_dep": file_dep,
+            "targets": targets,
+            "task_dep": task_dep,
+            "uptodate": uptodate,
+            "clean": True,
+        }
+
+    creator.__doc__ = doc
+    return creator
 
 
 def doit_namespace(config: Config) -> dict[str, Any]:
@@ -106,45 +179,38 @@ def doit_namespace(config: Config) -> dict[str, Any]:
     snapshot_path = pipe.path(artifacts.SNAPSHOT)
     contacts_path = pipe.path(artifacts.CONTACTS)
     sessions_path = pipe.path(artifacts.SESSIONS)
+    merged_path = pipe.path(artifacts.MERGED)
     namespace: dict[str, Any] = {
         "DOIT_CONFIG": {
-            "backend": "json",
+            "backend": BACKEND_NAME,
             "dep_file": str(artifacts.state_file(pipe.dir)),
             "default_tasks": ["dataset"],
             "verbosity": 2,
+            "reporter": ExplainingReporter,
         }
     }
 
     if config.uses_demo:
         from .demo import DEMO_VERSION, build_demo
 
-        def build_demo_source() -> None:
+        def demo() -> None:
             pipe.prepare()
             paths = build_demo(pipe.demo_dir)
             say(f"demo: built the demonstration database {paths.chat_db}")
 
-        demo_targets = [pipe.demo_dir / "chat.db", pipe.demo_dir / "AddressBook-v22.abcddb"]
-
-        def task_demo() -> dict[str, Any]:
-            """Generate the built-in demo chat.db and Contacts database."""
-            return {
-                "actions": [stage_action(build_demo_source)],
-                "targets": demo_targets,
-                "uptodate": [
-                    StageFingerprint("demo", {"demo_version": DEMO_VERSION}, "demo.py"),
-                    FilesUnchanged("targets", demo_targets, save_after=True),
-                ],
-                "clean": True,
-            }
-
-        namespace["task_demo"] = task_demo
-
-    source_inputs = source_files(pipe.source()) + pipe.contacts()
+        namespace["task_demo"] = stage_task(
+            pipe,
+            "demo",
+            demo,
+            doc="Generate the built-in demo chat.db and Contacts database.",
+            params={"demo_version": DEMO_VERSION},
+            targets=[pipe.demo_dir / "chat.db", pipe.demo_dir / "AddressBook-v22.abcddb"],
+        )
 
     def snapshot() -> dict[str, Any]:
         pipe.prepare()
         # Recorded before reading, so a change made while copying triggers the next rebuild.
-        state = files_state(source_inputs)
+        state = files_state(watched)
         summary = take_snapshot(pipe.source(), snapshot_path, busy_timeout=config.source.busy_timeout)
         people = write_contacts(pipe.contacts(), contacts_path, busy_timeout=config.source.busy_timeout)
         say(
@@ -154,53 +220,42 @@ def doit_namespace(config: Config) -> dict[str, Any]:
         )
         return {"source": state}
 
-    def task_snapshot() -> dict[str, Any]:
-        """Copy chat.db (WAL included, read-only) and read the Contacts names."""
-        params = {
-            "source": str(pipe.source()),
-            "contacts": [str(p) for p in pipe.contacts()],
-        }
-        return {
-            "actions": [stage_action(snapshot)],
-            "file_dep": [artifacts.CONTACTS.schema_path],
-            "targets": [snapshot_path, contacts_path],
-            "task_dep": ["demo"] if config.uses_demo else [],
-            "uptodate": [
-                FilesUnchanged("source", source_inputs, save_after=False),
-                StageFingerprint("snapshot", params, "snapshot.py"),
-                FilesUnchanged("targets", [snapshot_path, contacts_path], save_after=True),
-            ],
-            "clean": True,
-        }
+    watched = source_files(pipe.source()) + pipe.contacts()
+    namespace["task_snapshot"] = stage_task(
+        pipe,
+        "snapshot",
+        snapshot,
+        doc="Copy chat.db (WAL included, read-only) and read the Contacts names.",
+        params={"source": str(pipe.source()), "contacts": [str(p) for p in pipe.contacts()]},
+        targets=[snapshot_path, contacts_path],
+        file_dep=[_schema(artifacts.CONTACTS)],
+        watched=watched,
+        task_dep=["demo"] if config.uses_demo else [],
+    )
 
     def sessions() -> None:
         from .sessions import load_contacts, reader_options, write_sessions
 
         pipe.prepare()
-        stats = write_sessions(
-            snapshot_path, load_contacts(contacts_path), sessions_path, reader_options(config)
-        )
+        with progress_bar("sessions") as progress:
+            stats = write_sessions(
+                snapshot_path, load_contacts(contacts_path), sessions_path, reader_options(config), progress
+            )
         excluded = ", ".join(f"{k} {v}" for k, v in sorted(stats.excluded.items())) or "none"
         say(
             f"sessions: {stats.messages_kept} messages in {stats.chats_kept} of {stats.chats} "
             f"chats -> {sessions_path}; left out: {excluded}"
         )
 
-    def task_sessions() -> dict[str, Any]:
-        """Read the snapshot into sessions.json (LangChain messages_to_dict form)."""
-        assert artifacts.SESSIONS.schema_path is not None
-        return {
-            "actions": [stage_action(sessions)],
-            "file_dep": [snapshot_path, contacts_path, artifacts.SESSIONS.schema_path],
-            "targets": [sessions_path],
-            "uptodate": [
-                StageFingerprint("sessions", config.section("sessions"), "sessions.py"),
-                FilesUnchanged("targets", [sessions_path], save_after=True),
-            ],
-            "clean": True,
-        }
-
-    merged_path = pipe.path(artifacts.MERGED)
+    namespace["task_sessions"] = stage_task(
+        pipe,
+        "sessions",
+        sessions,
+        doc="Read the snapshot into sessions.json (LangChain messages_to_dict form).",
+        params=config.section("sessions"),
+        targets=[sessions_path],
+        file_dep=[snapshot_path, contacts_path, _schema(artifacts.SESSIONS)],
+    )
 
     def merged() -> None:
         from .merged import write_merged
@@ -214,25 +269,16 @@ def doit_namespace(config: Config) -> dict[str, Any]:
             f"examples (AI side: {config.dataset.ai_sender}); dropped: {dropped}"
         )
 
-    def task_merged() -> dict[str, Any]:
-        """Merge runs, choose the AI voice, cut sessions and windows into merged.json."""
-        assert artifacts.MERGED.schema_path is not None
-        params = {k: v for k, v in config.section("dataset").items() if k not in DATASET_ONLY_KEYS}
-        params["model"] = config.finetune.model
-        return {
-            "actions": [stage_action(merged)],
-            "file_dep": [sessions_path, artifacts.MERGED.schema_path],
-            "targets": [merged_path],
-            "uptodate": [
-                StageFingerprint("merged", params, "merged.py"),
-                FilesUnchanged("targets", [merged_path], save_after=True),
-            ],
-            "clean": True,
-        }
-
-    dataset_targets = [pipe.path(artifacts.TRAIN), pipe.path(artifacts.DATASET_REPORT)]
-    if config.dataset.validation_share > 0:
-        dataset_targets.append(pipe.path(artifacts.VALIDATION))
+    merged_params = {k: v for k, v in config.section("dataset").items() if k not in DATASET_ONLY_KEYS}
+    namespace["task_merged"] = stage_task(
+        pipe,
+        "merged",
+        merged,
+        doc="Merge runs, choose the AI voice, cut sessions and windows into merged.json.",
+        params={**merged_params, "model": config.finetune.model},
+        targets=[merged_path],
+        file_dep=[sessions_path, _schema(artifacts.MERGED)],
+    )
 
     def dataset() -> None:
         from .dataset import write_dataset
@@ -250,27 +296,25 @@ def doit_namespace(config: Config) -> dict[str, Any]:
         for line in report_lines(summary.report):
             say(line)
 
-    def task_dataset() -> dict[str, Any]:
-        """Write train.jsonl (checked against OpenAI's rules) and dataset-report.json."""
-        schemas = [artifacts.TRAIN.schema_path, artifacts.DATASET_REPORT.schema_path]
-        params = {k: config.section("dataset")[k] for k in (*DATASET_ONLY_KEYS, "system_prompt")}
-        params.update(config.section("finetune"))
-        return {
-            "actions": [stage_action(dataset)],
-            "file_dep": [merged_path, sessions_path, *schemas],
-            "targets": dataset_targets,
-            "uptodate": [
-                StageFingerprint("dataset", params, "dataset.py"),
-                FilesUnchanged("targets", dataset_targets, save_after=True),
-            ],
-            "clean": True,
-        }
-
-    namespace["task_snapshot"] = task_snapshot
-    namespace["task_sessions"] = task_sessions
-    namespace["task_merged"] = task_merged
-    namespace["task_dataset"] = task_dataset
+    dataset_targets = [pipe.path(artifacts.TRAIN), pipe.path(artifacts.DATASET_REPORT)]
+    if config.dataset.validation_share > 0:
+        dataset_targets.append(pipe.path(artifacts.VALIDATION))
+    dataset_params = {k: config.section("dataset")[k] for k in (*DATASET_ONLY_KEYS, "system_prompt")}
+    namespace["task_dataset"] = stage_task(
+        pipe,
+        "dataset",
+        dataset,
+        doc="Write train.jsonl (checked against OpenAI's rules) and dataset-report.json.",
+        params={**dataset_params, **config.section("finetune")},
+        targets=dataset_targets,
+        file_dep=[merged_path, sessions_path, _schema(artifacts.TRAIN), _schema(artifacts.DATASET_REPORT)],
+    )
     return namespace
+
+
+def _schema(artifact: artifacts.Artifact) -> Path:
+    assert artifact.schema_path is not None, f"{artifact.name} has no schema"
+    return artifact.schema_path
 
 
 def report_lines(report: dict[str, Any]) -> list[str]:

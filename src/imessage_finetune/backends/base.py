@@ -1,0 +1,161 @@
+"""What every fine-tuning backend offers, the values it returns, and the poll loop over it.
+
+A backend talks to one service (OpenAI or any OpenAI-compatible endpoint, later a local
+trainer). It never pays twice: `find_or_upload` reuses an upload of the same content,
+`find_job` re-attaches to the job for the same dataset and parameters (found by metadata),
+and `create_job` reconciles an ambiguous create by listing before it retries. Statuses are open
+strings: anything outside `TERMINAL_STATUSES` (for example `pausing`) means "keep polling".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from imessage_finetune.errors import FineTuneError, FineTuneJobFailed, FineTuneStillRunning
+
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+Hyperparameter = int | float | str
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """An uploaded training or validation file."""
+
+    id: str
+    filename: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Job:
+    """A fine-tuning job as the service last reported it.
+
+    `fine_tuned_model` and `trained_tokens` are set once it succeeded; `error_code` and
+    `error_message` (the service's, verbatim) once it failed.
+    """
+
+    id: str
+    status: str
+    model: str
+    fine_tuned_model: str | None
+    trained_tokens: int | None
+    error_code: str | None
+    error_message: str | None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        """True once the status is terminal (succeeded, failed or cancelled)."""
+        return self.status in TERMINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One entry of a job's event log; metric events carry `step` and `train_loss`."""
+
+    id: str
+    created_at: int
+    level: str
+    message: str
+    step: int | None = None
+    train_loss: float | None = None
+
+
+class FineTuneBackend(Protocol):
+    """The operations the pipeline and the CLI need from a fine-tuning service."""
+
+    def find_or_upload(self, path: Path, filename: str) -> tuple[RemoteFile, bool]:
+        """Return the remote copy of `path` named `filename`, uploading only if there is none.
+
+        The boolean is True when this call uploaded the file.
+        """
+        ...
+
+    def find_job(self, metadata: Mapping[str, str]) -> Job | None:
+        """The newest job tagged with all of `metadata` that did not fail or get cancelled."""
+        ...
+
+    def create_job(
+        self,
+        *,
+        training_file: str,
+        validation_file: str | None,
+        model: str,
+        suffix: str | None,
+        hyperparameters: Mapping[str, Hyperparameter],
+        seed: int | None,
+        metadata: Mapping[str, str],
+    ) -> Job:
+        """Start one job tagged with `metadata`; never two, even when the reply is lost."""
+        ...
+
+    def get_job(self, job_id: str) -> Job:
+        """The job's current state."""
+        ...
+
+    def events(self, job_id: str, after: str | None) -> list[JobEvent]:
+        """The job's events newer than the event `after` (all if None), oldest first."""
+        ...
+
+    def cancel(self, job_id: str) -> Job:
+        """Ask the service to cancel the job; returns its state after the request."""
+        ...
+
+    def list_jobs(self, metadata: Mapping[str, str]) -> list[Job]:
+        """Every job tagged with all of `metadata`, newest first."""
+        ...
+
+    def chat_stream(self, model: str, messages: Sequence[Mapping[str, str]]) -> Iterator[str]:
+        """Stream a chat completion from `model`, yielding the text pieces as they arrive."""
+        ...
+
+
+def follow_job(
+    backend: FineTuneBackend,
+    job_id: str,
+    *,
+    deadline: float,
+    poll_interval: float = 15.0,
+    on_status: Callable[[Job], None] | None = None,
+    on_event: Callable[[JobEvent], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Job:
+    """Poll the job until it is terminal or `deadline` seconds have passed; return it on success.
+
+    `on_status` gets the job whenever its status changes, `on_event` every new event in order,
+    so the caller can show progress (step, loss) without this module printing anything.
+    Raises FineTuneJobFailed (the service's code and message verbatim) when it failed,
+    FineTuneError when it was cancelled, FineTuneStillRunning at the deadline. Leaving this
+    loop never cancels the job.
+    """
+    start = clock()
+    last_event: str | None = None
+    last_status: str | None = None
+    while True:
+        job = backend.get_job(job_id)
+        # Events after the job: the final events are then already there when it is terminal.
+        for event in backend.events(job_id, after=last_event):
+            last_event = event.id
+            if on_event is not None:
+                on_event(event)
+        if job.status != last_status:
+            last_status = job.status
+            if on_status is not None:
+                on_status(job)
+        if job.finished:
+            break
+        waited = clock() - start
+        if waited >= deadline:
+            raise FineTuneStillRunning(job_id, job.status, waited)
+        sleep(min(poll_interval, deadline - waited))
+    if job.status == "failed":
+        raise FineTuneJobFailed(job.id, job.error_code, job.error_message)
+    if job.status == "cancelled":
+        raise FineTuneError(f"fine-tuning job {job.id} was cancelled; run the stage again to start a new one")
+    return job
