@@ -8,6 +8,7 @@ import pytest
 
 from chatdb_builder import ChatDbBuilder
 
+pytest_plugins = ["fake_openai"]
 SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "chatdb-fixtures"
 
 

@@ -4,53 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from chatdb_builder import ChatDbBuilder
+from pipeline_runner import run_doit, write_config
 from imessage_finetune import artifacts
 
 ALICE = "+15555550101"
-
-
-DOIT_IN_SUBPROCESS = """
-import sys
-from pathlib import Path
-from imessage_finetune.config import load_config
-from imessage_finetune.tasks import run_doit
-
-config, report, *tasks = sys.argv[1:]
-sys.exit(run_doit(load_config(Path(config)), ["--reporter", "json", "--output-file", report, *tasks]))
-"""
-
-
-def run_doit(config_file: Path, *tasks: str) -> dict[str, str]:
-    """Run doit tasks in another process, as a user would (a live writer is a separate
-    process too); return each task's result (success, up-to-date, fail) and the exit code."""
-    report = config_file.parent / "doit-report.json"
-    done = subprocess.run(
-        [sys.executable, "-c", DOIT_IN_SUBPROCESS, str(config_file), str(report), *tasks],
-        capture_output=True,
-        text=True,
-    )
-    assert report.exists(), done.stderr
-    results = {t["name"]: t["result"] for t in json.loads(report.read_text())["tasks"]}
-    results["exit"] = str(done.returncode)
-    return results
-
-
-def write_config(folder: Path, source: Path | str, extra: str = "") -> Path:
-    """A config file in folder with its own artifacts dir (the demo with its own Contacts)."""
-    path = folder / "finetune.toml"
-    contacts = "auto" if source == "demo" else "none"
-    path.write_text(
-        f'[source]\npath = "{source}"\ncontacts = "{contacts}"\n[artifacts]\ndir = "out"\n{extra}',
-        encoding="utf-8",
-    )
-    return path
 
 
 def digests(db: Path) -> dict[str, str | None]:
