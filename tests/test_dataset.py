@@ -39,7 +39,7 @@ def build(sessions: Path, out: Path, **options: object) -> dict:
     config = replace(DatasetConfig(), **options)
     out.mkdir(exist_ok=True)
     write_merged(sessions, out / "merged.json", config, COUNTER)
-    return write_dataset(out / "merged.json", sessions, out, config, FinetuneConfig(), COUNTER).report
+    return write_dataset(out / "merged.json", out, config, FinetuneConfig(), COUNTER).report
 
 
 def lines(path: Path) -> list[dict]:

@@ -426,7 +426,7 @@ def test_validate_file_streams_in_bounded_memory(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert result.examples == 200 and result.ok
-    assert peak < size / 20
+    assert peak < size / 10  # a few lines at a time, never the file
 
 
 def test_result_splits_errors_and_warnings() -> None:

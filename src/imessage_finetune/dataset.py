@@ -21,7 +21,7 @@ from . import artifacts
 from .atomic import atomic_write
 from .config import DatasetConfig, FinetuneConfig
 from .errors import DatasetError
-from .jsonio import dump_compact, dump_json, load_json
+from .jsonio import dump_compact, dump_json, read_stream, read_trailer
 from .merged import FORMAT as MERGED_FORMAT
 from .tokens import TokenCounter
 from .validation import validate_document
@@ -106,21 +106,21 @@ def _check(result: ValidationResult) -> None:
 
 def write_dataset(
     merged_path: Path,
-    sessions_path: Path,
     out_dir: Path,
     options: DatasetConfig,
     finetune: FinetuneConfig,
     counter: TokenCounter,
 ) -> DatasetSummary:
     """Write train.jsonl (and validation.jsonl when a share is held out) and the report."""
-    merged = load_json(merged_path.read_bytes())
-    if not isinstance(merged, dict) or merged.get("format") != MERGED_FORMAT:
+    header, examples = read_stream(merged_path, "examples")
+    if header.get("format") != MERGED_FORMAT:
         raise DatasetError(f"{merged_path} is not a merged.json written by imessage-finetune; rebuild it")
-    sessions_stats = load_json(sessions_path.read_bytes())["stats"]
+    merged_stats = read_trailer(merged_path, "stats")
+    sessions_stats = merged_stats["sessions"]
     train_lines: list[str] = []
     validation_lines: list[str] = []
     train_messages = 0
-    for example in merged["examples"]:
+    for example in examples:
         line_object = openai_example(example, options.system_prompt)
         line = dump_compact(line_object).decode()
         held_out = in_validation(example["chat_id"], options.validation_share, options.split_seed)
@@ -167,9 +167,9 @@ def write_dataset(
         "dropped": {
             "sessions": sessions_stats["excluded"],
             "chats": sessions_stats["chats_excluded"],
-            "merged": merged["stats"]["dropped"],
+            "merged": merged_stats["dropped"],
         },
-        "redactions": merged["stats"]["redactions"],
+        "redactions": merged_stats["redactions"],
     }
     validate_document(artifacts.DATASET_REPORT, report)
     _publish(artifacts.TRAIN.path(out_dir), train_lines)

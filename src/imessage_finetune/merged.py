@@ -16,7 +16,7 @@ import hashlib
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from .chat_utils import redact, split_on_idle_gap, window
 from .chatdb.dates import unix_to_iso
 from .config import DatasetConfig
 from .errors import DatasetError
-from .jsonio import dump_compact, load_json
+from .jsonio import StreamWriter, read_stream, read_trailer
 from .sessions import FORMAT as SESSIONS_FORMAT
 from .tokens import TokenCounter
 from .validation import validate_document
@@ -55,8 +55,10 @@ class Turn:
 class MergedStats:
     """What the stage produced and what it dropped, and why."""
 
+    sessions: dict[str, Any] = field(default_factory=dict)
     chats_in: int = 0
     messages_in: int = 0
+    ai_messages: int = 0
     examples: int = 0
     turns: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
@@ -76,43 +78,18 @@ def openai_name(sender: str) -> str:
     return name
 
 
-def read_sessions(path: Path) -> dict[str, Any]:
-    """Load sessions.json, refusing a file that is not one."""
-    document = load_json(path.read_bytes())
-    if not isinstance(document, dict) or document.get("format") != SESSIONS_FORMAT:
-        raise DatasetError(f"{path} is not a sessions.json written by imessage-finetune; rebuild it")
-    return document
-
-
-def senders(sessions: Iterable[dict[str, Any]]) -> Counter[str]:
-    """How many messages each sender wrote (the owner under their configured name)."""
-    counts: Counter[str] = Counter()
-    for session in sessions:
-        for message in session["messages"]:
-            counts[message["data"]["additional_kwargs"]["sender"]] += 1
-    return counts
-
-
-def ai_matcher(ai_sender: str, sessions: list[dict[str, Any]]) -> Any:
-    """A predicate on message kwargs for the AI side; an error lists the senders that exist.
+def ai_matcher(ai_sender: str) -> Callable[[dict[str, Any]], bool]:
+    """A predicate on a message's kwargs: is it the voice being learned?
 
     "me" is the owner, by `is_from_me`; any other value is a sender name or handle, compared
     without case (the owner's configured name works too).
     """
     if ai_sender.casefold() == OWNER:
-        return lambda kwargs: kwargs["is_from_me"]
+        return lambda kwargs: bool(kwargs["is_from_me"])
     wanted = ai_sender.casefold()
-
-    def is_ai(kwargs: dict[str, Any]) -> bool:
-        return kwargs["sender"].casefold() == wanted or (kwargs["handle"] or "").casefold() == wanted
-
-    if not any(is_ai(m["data"]["additional_kwargs"]) for s in sessions for m in s["messages"]):
-        listed = ", ".join(f"{name} ({n})" for name, n in senders(sessions).most_common(20))
-        raise DatasetError(
-            f"dataset.ai_sender {ai_sender!r} matches nobody in sessions.json; use \"me\" for "
-            f"your own messages or one of these senders (messages): {listed}"
-        )
-    return is_ai
+    return lambda kwargs: (
+        kwargs["sender"].casefold() == wanted or (kwargs["handle"] or "").casefold() == wanted
+    )
 
 
 def _merge_runs(messages: list[Turn], separator: str) -> list[Turn]:
@@ -241,16 +218,24 @@ def turn_dict(turn: Turn) -> dict[str, Any]:
 def write_merged(
     sessions_path: Path, target: Path, options: DatasetConfig, counter: TokenCounter
 ) -> MergedStats:
-    """Shape sessions.json into merged.json; validated per example, published atomically."""
-    document = read_sessions(sessions_path)
-    sessions = document["sessions"]
-    is_ai = ai_matcher(options.ai_sender, sessions)
-    stats = MergedStats(chats_in=len(sessions))
+    """Shape sessions.json into merged.json, one chat at a time; validated per example and
+    published atomically. An ai_sender that matches nobody is an error listing the senders."""
+    header, sessions = read_stream(sessions_path, "sessions")
+    if header.get("format") != SESSIONS_FORMAT:
+        raise DatasetError(f"{sessions_path} is not a sessions.json written by imessage-finetune; rebuild it")
+    is_ai = ai_matcher(options.ai_sender)
+    stats = MergedStats(sessions=read_trailer(sessions_path, "stats"))
+    senders: Counter[str] = Counter()
     envelope = {"format": FORMAT, "version": VERSION, "ai_sender": options.ai_sender}
     with atomic_write(target) as out:
-        out.write(dump_compact(envelope)[:-1] + b',"examples":[')
+        stream = StreamWriter(out, envelope, "examples")
         for session in sessions:
+            stats.chats_in += 1
             stats.messages_in += len(session["messages"])
+            for message in session["messages"]:
+                kwargs = message["data"]["additional_kwargs"]
+                senders[kwargs["sender"]] += 1
+                stats.ai_messages += is_ai(kwargs)
             if session["is_group"] and options.group_chats == "exclude":
                 stats.dropped["group_chat"] += 1
                 continue
@@ -264,18 +249,25 @@ def write_merged(
                     "messages": [turn_dict(t) for t in turns],
                 }
                 validate_document(artifacts.MERGED, example, "example", at=f"/examples/{stats.examples}")
-                out.write((b",\n" if stats.examples else b"\n") + dump_compact(example))
+                stream.add(example)
                 stats.examples += 1
                 stats.turns += len(turns)
+        if not stats.ai_messages:
+            listed = ", ".join(f"{name} ({n})" for name, n in senders.most_common(20))
+            raise DatasetError(
+                f"dataset.ai_sender {options.ai_sender!r} matches nobody in sessions.json; use "
+                f'"me" for your own messages or one of these senders (messages): {listed}'
+            )
         summary = stats_dict(stats)
         validate_document(artifacts.MERGED, {**envelope, "examples": [], "stats": summary})
-        out.write(b'\n],"stats":' + dump_compact(summary) + b"}\n")
+        stream.close("stats", summary)
     return stats
 
 
 def stats_dict(stats: MergedStats) -> dict[str, Any]:
     """The stage's counts with sorted keys, for the artifact and the report."""
     return {
+        "sessions": stats.sessions,
         "chats_in": stats.chats_in,
         "messages_in": stats.messages_in,
         "examples": stats.examples,

@@ -20,7 +20,7 @@ from .chatdb.contacts import ContactBook
 from .chatdb.dates import unix_to_iso
 from .chatdb.reader import Chat, ChatDbReader, Message, ReaderOptions, ReadStats
 from .config import Config, parse_date, parse_timezone
-from .jsonio import dump_compact, load_json
+from .jsonio import StreamWriter, load_json
 from .validation import validate_document
 
 FORMAT = "imessage-finetune/sessions"
@@ -121,18 +121,18 @@ def write_sessions(
         reader = ChatDbReader(conn, options, contacts)
         envelope = {"format": FORMAT, "version": VERSION, "owner_name": options.owner_name}
         with atomic_write(target) as out:
-            out.write(dump_compact(envelope)[:-1] + b',"sessions":[')
+            stream = StreamWriter(out, envelope, "sessions")
             total = len(reader.chats())
             for index, (chat, messages) in enumerate(reader.conversations()):
                 session = session_dict(chat, messages)
                 validate_document(artifacts.SESSIONS, session, "session", at=f"/sessions/{index}")
-                out.write((b",\n" if index else b"\n") + dump_compact(session))
+                stream.add(session)
                 if progress:
                     progress(index + 1, total)
             if progress:
                 progress(total, total)
             stats = stats_dict(reader.stats)
             validate_document(artifacts.SESSIONS, {**envelope, "sessions": [], "stats": stats})
-            out.write(b'\n],"stats":' + dump_compact(stats) + b"}\n")
+            stream.close("stats", stats)
     return reader.stats
 

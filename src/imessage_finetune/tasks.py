@@ -287,7 +287,6 @@ def doit_namespace(config: Config) -> dict[str, Any]:
         pipe.prepare()
         summary = write_dataset(
             merged_path,
-            sessions_path,
             pipe.dir,
             config.dataset,
             config.finetune,
@@ -307,7 +306,7 @@ def doit_namespace(config: Config) -> dict[str, Any]:
         doc="Write train.jsonl (checked against OpenAI's rules) and dataset-report.json.",
         params={**dataset_params, **config.section("finetune")},
         targets=dataset_targets,
-        file_dep=[merged_path, sessions_path, _schema(artifacts.TRAIN), _schema(artifacts.DATASET_REPORT)],
+        file_dep=[merged_path, _schema(artifacts.TRAIN), _schema(artifacts.DATASET_REPORT)],
     )
     return namespace
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Literal, NoReturn
 
 import jsonschema_rs
+import orjson
 from jsonschema import Draft202012Validator
 
 from .config import FinetuneConfig
@@ -273,10 +274,15 @@ class _Checker:
     def _example(self, number: int, text: str) -> int:
         """Check one example line and return its token count."""
         try:
-            example = json.loads(text, parse_constant=_reject_constant)
-        except (ValueError, RecursionError):
-            self.add(number, "", "invalid_json", "line is not valid JSON")
-            return 0
+            example = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            # orjson refuses some valid JSON (lone surrogate escapes, huge integers): the
+            # standard library decides those lines.
+            try:
+                example = json.loads(text, parse_constant=_reject_constant)
+            except (ValueError, RecursionError):
+                self.add(number, "", "invalid_json", "line is not valid JSON")
+                return 0
         if not isinstance(example, dict):
             self.add(number, "", "not_object", 'line is not a JSON object {"messages": [...]}')
             return 0
@@ -411,8 +417,11 @@ class _Checker:
     def _check_duplicate(self, number: int, example: dict[str, object]) -> None:
         # Canonical form, so key order and spacing do not hide a duplicate; ASCII-escaped so lone
         # surrogates (valid in JSON escapes) still encode.
-        canonical = json.dumps(example, sort_keys=True, separators=(",", ":"))
-        digest = hashlib.blake2b(canonical.encode("ascii"), digest_size=16).digest()
+        try:
+            canonical = orjson.dumps(example, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # lone surrogates, huge integers: the standard library copes
+            canonical = json.dumps(example, sort_keys=True, separators=(",", ":")).encode("ascii")
+        digest = hashlib.blake2b(canonical, digest_size=16).digest()
         first = self.first_line_of.setdefault(digest, number)
         if first != number:
             self.add(number, "", "duplicate_example", f"same example as line {first}", "warning")
