@@ -78,10 +78,21 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """`[finetune]`: the model to tune, which sets the tokenizer, limits and price."""
+    """`[finetune]`: where and how to fine-tune; the model also sets tokenizer, limits, price."""
 
+    backend: Literal["openai"] = "openai"
+    base_url: str = ""
+    api_key_file: str = ""
     model: str = "gpt-4.1-mini-2025-04-14"
+    suffix: str = "imessage"
     n_epochs: int = 3
+    batch_size: int | str = "auto"
+    learning_rate_multiplier: float | str = "auto"
+    seed: int = 42
+    max_cost: float = 10.0
+    confirm: bool = True
+    poll_interval: float = 15.0
+    deadline_hours: float = 24.0
     price_per_million_tokens: dict[str, float] = field(
         default_factory=lambda: {
             "gpt-4.1-mini-2025-04-14": 5.0,
@@ -272,6 +283,18 @@ def _check_semantics(config: Config, where: str) -> None:
         raise ConfigError(
             f"{where}: dataset.validation_share must be at least 0 and below 1 (0 disables the "
             f"validation file), got {dataset.validation_share}"
+        )
+    finetune = config.finetune
+    for key in ("batch_size", "learning_rate_multiplier"):
+        value = getattr(finetune, key)
+        if isinstance(value, str) and value != "auto":
+            raise ConfigError(f'{where}: finetune.{key} must be a number or "auto", got {value!r}')
+    if len(finetune.suffix) > 64:
+        raise ConfigError(f"{where}: finetune.suffix must be at most 64 characters")
+    if finetune.max_cost < 0 or finetune.poll_interval <= 0 or finetune.deadline_hours <= 0:
+        raise ConfigError(
+            f"{where}: finetune.max_cost must be 0 or more, poll_interval and deadline_hours "
+            "more than 0"
         )
     if not dataset.ai_sender.strip():
         raise ConfigError(f'{where}: dataset.ai_sender must be "me" or a sender\'s name or handle')

@@ -34,6 +34,8 @@ from .snapshot import contacts_sources, source_files, take_snapshot, write_conta
 
 # [dataset] keys that only the dataset stage reads; every other key shapes merged.json too.
 DATASET_ONLY_KEYS = ("validation_share", "split_seed")
+# [finetune] keys the dataset report depends on (tokenizer, limit, billed tokens, cost).
+DATASET_FINETUNE_KEYS = ("model", "n_epochs", "price_per_million_tokens")
 
 
 def say(text: str) -> None:
@@ -304,7 +306,7 @@ def doit_namespace(config: Config) -> dict[str, Any]:
         "dataset",
         dataset,
         doc="Write train.jsonl (checked against OpenAI's rules) and dataset-report.json.",
-        params={**dataset_params, **config.section("finetune")},
+        params={**dataset_params, **{k: config.section("finetune")[k] for k in DATASET_FINETUNE_KEYS}},
         targets=dataset_targets,
         file_dep=[merged_path, _schema(artifacts.TRAIN), _schema(artifacts.DATASET_REPORT)],
     )
