@@ -49,7 +49,7 @@ _T = TypeVar("_T")
 class OpenAIBackend:
     """A `FineTuneBackend` for OpenAI's files, fine-tuning and chat APIs.
 
-    `base_url` None means `OPENAI_BASE_URL` or OpenAI itself. `timeout` bounds each request
+    `base_url` None or "" means `OPENAI_BASE_URL` or OpenAI itself. `timeout` bounds each request
     attempt, `upload_timeout` each upload attempt; `max_retries` is the number of retries
     after a transient failure, for reads (by the SDK) and for uploads and job creation (by
     this class, reconciling first). `strict` validates every reply against the SDK's models.
@@ -73,7 +73,7 @@ class OpenAIBackend:
         self._max_retries = max_retries
         self._client = openai.OpenAI(
             api_key=api_key,
-            base_url=base_url,
+            base_url=base_url or None,
             timeout=timeout,
             max_retries=max_retries,
             _strict_response_validation=strict,
@@ -252,8 +252,10 @@ class OpenAIBackend:
             if exc.code == "insufficient_quota" or headers.get("x-should-retry") == "false":
                 return None
             asked = _server_delay(headers)
-            if asked is not None:
-                return asked if 0 <= asked <= _MAX_SERVER_DELAY else None
+            if asked is not None and asked > _MAX_SERVER_DELAY:
+                return None  # as the SDK: a service asking for minutes is not retried now
+            if asked is not None and asked > 0:
+                return asked
         elif not isinstance(exc, openai.APIConnectionError):
             return None
         return min(_FIRST_BACKOFF * 2**attempt, _MAX_BACKOFF)
