@@ -8,6 +8,7 @@ the process with SIGKILL, mid-stage.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,20 +39,34 @@ sys.exit(run_doit(load_config(Path(config)), ["--reporter", "json", "--output-fi
 """
 
 
-def run_doit(config_file: Path, *tasks: str, fault: str = "") -> dict[str, str]:
-    """Run doit tasks in another process; return each task's result (success, up-to-date,
-    fail) and the exit code. A process killed before reporting gives only the exit code."""
+class DoitResult(dict):  # type: ignore[type-arg]
+    """Each task's result (success, up-to-date, fail) and "exit"; `.stderr` is what it said."""
+
+    stderr: str = ""
+
+
+def run_doit(
+    config_file: Path, *tasks: str, fault: str = "", env: dict[str, str] | None = None
+) -> DoitResult:
+    """Run doit tasks in another process. A process killed before doit reported gives only
+    the exit code (and stderr)."""
     report = config_file.parent / "doit-report.json"
     report.unlink(missing_ok=True)
     done = subprocess.run(
         [sys.executable, "-c", RUNNER, str(config_file), str(report), fault, *tasks],
         capture_output=True,
         text=True,
+        env={**os.environ, **(env or {})},
     )
-    results = {"exit": str(done.returncode)}
+    results = DoitResult(exit=str(done.returncode))
+    results.stderr = done.stderr
     text = report.read_text() if report.exists() else ""
     if text:
-        results.update({t["name"]: t["result"] for t in json.loads(text)["tasks"]})
+        report_data = json.loads(text)
+        results.update({t["name"]: t["result"] for t in report_data["tasks"]})
+        # doit's JSON reporter captures what the stages said, and its failure messages.
+        said = [t["err"] + t["out"] + (t["error"] or "") for t in report_data["tasks"]]
+        results.stderr += "".join(said) + report_data["err"] + report_data["out"]
     else:  # killed or interrupted before doit wrote its report
         assert fault, done.stderr
     return results

@@ -44,7 +44,13 @@ DATASET_REPORT = Artifact(
     "dataset_report", "dataset-report.json", stage="dataset", schema="dataset_report.schema.json"
 )
 
+# Receipts of remote work: never deleted by `doit clean` (forgetting them takes `forget`).
+UPLOAD = Artifact("upload", "upload.json", stage="upload", schema="upload.schema.json")
+JOB = Artifact("job", "job.json", stage="train", schema=None)
+MODEL = Artifact("model", "model.json", stage="train", schema="model.schema.json")
+
 ALL: tuple[Artifact, ...] = (SNAPSHOT, CONTACTS, SESSIONS, MERGED, TRAIN, VALIDATION, DATASET_REPORT)
+RECEIPTS: tuple[Artifact, ...] = (UPLOAD, JOB, MODEL)
 
 
 def state_file(artifacts_dir: Path) -> Path:

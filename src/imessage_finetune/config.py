@@ -93,6 +93,7 @@ class FinetuneConfig:
     confirm: bool = True
     poll_interval: float = 15.0
     deadline_hours: float = 24.0
+    request_timeout: float = 60.0
     price_per_million_tokens: dict[str, float] = field(
         default_factory=lambda: {
             "gpt-4.1-mini-2025-04-14": 5.0,
@@ -291,10 +292,10 @@ def _check_semantics(config: Config, where: str) -> None:
             raise ConfigError(f'{where}: finetune.{key} must be a number or "auto", got {value!r}')
     if len(finetune.suffix) > 64:
         raise ConfigError(f"{where}: finetune.suffix must be at most 64 characters")
-    if finetune.max_cost < 0 or finetune.poll_interval <= 0 or finetune.deadline_hours <= 0:
+    if finetune.max_cost < 0 or min(finetune.poll_interval, finetune.deadline_hours, finetune.request_timeout) <= 0:
         raise ConfigError(
-            f"{where}: finetune.max_cost must be 0 or more, poll_interval and deadline_hours "
-            "more than 0"
+            f"{where}: finetune.max_cost must be 0 or more; poll_interval, deadline_hours and "
+            "request_timeout more than 0"
         )
     if not dataset.ai_sender.strip():
         raise ConfigError(f'{where}: dataset.ai_sender must be "me" or a sender\'s name or handle')

@@ -120,12 +120,15 @@ def write_dataset(
     train_lines: list[str] = []
     validation_lines: list[str] = []
     train_messages = 0
+    train_chats: set[int] = set()
     for example in examples:
         line_object = openai_example(example, options.system_prompt)
         line = dump_compact(line_object).decode()
         held_out = in_validation(example["chat_id"], options.validation_share, options.split_seed)
         (validation_lines if held_out else train_lines).append(line)
-        train_messages += 0 if held_out else len(line_object["messages"])
+        if not held_out:
+            train_messages += len(line_object["messages"])
+            train_chats.add(example["chat_id"])
 
     limit = token_limit(finetune.model)
     train = validate_lines(train_lines, name=artifacts.TRAIN.filename, model=finetune.model, token_limit=limit)
@@ -155,6 +158,7 @@ def write_dataset(
         "tokenizer": {"encoding": counter.encoding, "exact": counter.exact},
         "token_limit": limit,
         "examples": {"train": train.examples, "validation": validation.examples if validation else 0},
+        "conversations": len(train_chats),
         "messages": train_messages,
         "tokens_per_example": token_stats(tokens),
         "tokens_total": sum(tokens),

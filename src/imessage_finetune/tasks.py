@@ -9,6 +9,7 @@ content, its own config section, its code and versions, and its targets' integri
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 import time
@@ -27,7 +28,8 @@ from .atomic import clean_stale_temporaries
 from .config import Config, find_config, load_config
 from .doit_state import BACKEND_NAME, DOIT_PLUGINS
 from .explain import ExplainingReporter, verbosity
-from .errors import FinetuneError
+from .errors import FinetuneError, FineTuneError
+from .jsonio import load_json
 from .fingerprint import FilesUnchanged, StageFingerprint, files_state
 from .lockfile import lock_path, record_stage
 from .snapshot import contacts_sources, source_files, take_snapshot, write_contacts
@@ -129,6 +131,8 @@ def stage_task(
     file_dep: list[Path] = [],
     watched: list[Path] | None = None,
     task_dep: list[str] = [],
+    module: str | None = None,
+    clean: bool = True,
 ) -> Callable[[], dict[str, Any]]:
     """A doit task creator for one stage.
 
@@ -137,7 +141,7 @@ def stage_task(
     FinetuneError becomes a one-line failure that says what to do; a success is recorded in
     pipeline.lock.json.
     """
-    fingerprint = StageFingerprint(name, params, f"{name}.py")
+    fingerprint = StageFingerprint(name, params, module or f"{name}.py")
     uptodate: list[Any] = [FilesUnchanged("source", watched, save_after=False)] if watched else []
     uptodate += [fingerprint, FilesUnchanged("targets", targets, save_after=True)]
 
@@ -167,7 +171,8 @@ def stage_task(
             "targets": targets,
             "task_dep": task_dep,
             "uptodate": uptodate,
-            "clean": True,
+            # Receipts of remote work are never removed by `doit clean` (see `forget`).
+            "clean": True if clean else [],
         }
 
     creator.__doc__ = doc
@@ -310,7 +315,109 @@ def doit_namespace(config: Config) -> dict[str, Any]:
         targets=dataset_targets,
         file_dep=[merged_path, _schema(artifacts.TRAIN), _schema(artifacts.DATASET_REPORT)],
     )
+    add_finetune_tasks(namespace, pipe, dataset_targets)
     return namespace
+
+
+YES_ENV = "IMESSAGE_FINETUNE_YES"  # set by `run --yes`: skip the confirmation once
+
+
+def confirm_sending(disclosure: Any, config: Config) -> None:
+    """Show what will leave the machine and ask, unless confirmation is switched off."""
+    from .upload import FineTuneSetupError, calendar_notice
+
+    cost = disclosure.estimated_cost_usd
+    say(
+        f"upload: about to send {', '.join(disclosure.files)} to {disclosure.endpoint}: "
+        f"{disclosure.examples} examples"
+        + (f" (+{disclosure.validation_examples} validation)" if disclosure.validation_examples else "")
+        + f" from {disclosure.conversations} conversations, {disclosure.tokens} tokens, "
+        f"estimated cost {'$%.2f' % cost if cost is not None else 'unknown'}"
+    )
+    for line in calendar_notice(config.finetune, datetime.date.today()):
+        say(f"upload: {line}")
+    if not config.finetune.confirm or os.environ.get(YES_ENV) == "1":
+        return
+    if not sys.stdin.isatty():
+        raise FineTuneSetupError(
+            "sending your messages needs a confirmation and there is no terminal to ask on: "
+            "run `imessage-finetune run train --yes`, or set [finetune] confirm = false; "
+            "nothing was sent"
+        )
+    if not click.confirm("Send these files?", default=False, err=True):
+        raise FineTuneSetupError("not confirmed; nothing was sent")
+
+
+def add_finetune_tasks(namespace: dict[str, Any], pipe: Pipeline, dataset_targets: list[Path]) -> None:
+    """The remote stages: upload (receipt) and train (model id)."""
+    from .model import TRAINING_KEYS, recorded_job_id, train
+    from .upload import check_before_sending, endpoint, make_backend, upload_files
+
+    config = pipe.config
+    upload_path = pipe.path(artifacts.UPLOAD)
+    model_path = pipe.path(artifacts.MODEL)
+
+    def upload() -> None:
+        pipe.prepare()
+        make_backend(config)  # no key: stop here, before anything is shown or sent
+        disclosure = check_before_sending(pipe.dir, config.finetune)
+        confirm_sending(disclosure, config)
+        receipt, reused = upload_files(make_backend(config), pipe.dir, config.finetune)
+        files = ", ".join(f"{k} {v['id']}" for k, v in receipt["files"].items())
+        say(f"upload: {files}" + (f" (already there, not sent again: {', '.join(reused)})" if reused else ""))
+
+    namespace["task_upload"] = stage_task(
+        pipe,
+        "upload",
+        upload,
+        doc="Send train.jsonl to the fine-tuning service (asks first); writes upload.json.",
+        params={"backend": config.finetune.backend, "endpoint": endpoint(config.finetune)},
+        targets=[upload_path],
+        file_dep=dataset_targets,
+        clean=False,
+    )
+
+    def train_stage() -> None:
+        pipe.prepare()
+        backend = make_backend(config)
+        receipt = load_json(upload_path.read_bytes())
+
+        def started(job: Any, created: bool) -> None:
+            verb = "started" if created else "re-attached to"
+            say(f"train: {verb} job {job.id} ({job.status}); Ctrl-C stops following it, not the job")
+
+        try:
+            model = train(
+                backend,
+                receipt,
+                config.finetune,
+                pipe.dir,
+                on_start=started,
+                on_status=lambda job: say(f"train: job {job.id} is {job.status}"),
+                on_event=lambda e: say(
+                    f"train: step {e.step}, training loss {e.train_loss}" if e.step is not None else f"train: {e.message}"
+                ),
+            )
+        except KeyboardInterrupt:
+            job_id = recorded_job_id(pipe.dir)
+            raise FineTuneError(
+                f"stopped following job {job_id}; it keeps running at the service. Run "
+                f"`doit train` again to resume, or `imessage-finetune jobs cancel {job_id}` to stop it"
+            ) from None
+        say(f"train: fine-tuned model {model['model_id']} ({model['trained_tokens']} trained tokens)")
+        say("train: talk to it with `imessage-finetune chat`")
+
+    namespace["task_train"] = stage_task(
+        pipe,
+        "train",
+        train_stage,
+        doc="Fine-tune on the uploaded files (one job, resumed if interrupted); writes model.json.",
+        params={**{k: config.section("finetune")[k] for k in TRAINING_KEYS}, "endpoint": endpoint(config.finetune)},
+        targets=[model_path],
+        file_dep=[upload_path],
+        module="model.py",
+        clean=False,
+    )
 
 
 def _schema(artifact: artifacts.Artifact) -> Path:
