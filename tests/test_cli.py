@@ -97,3 +97,35 @@ def test_run_force_rebuilds_an_up_to_date_stage(builder: ChatDbBuilder, tmp_path
     result = CliRunner().invoke(cli, ["--config", str(config), "run", "sessions", "--force"])
     assert result.exit_code == 0, result.output
     assert "sessions: 4 messages" in result.output
+
+
+def test_train_jobs_chat_and_forget_against_the_stand_in(
+    tmp_path: Path, fake_openai, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    """run train --yes, then list and show the job, chat with the model (streamed, with the
+    training system prompt), cancel is refused for a finished job, and forget drops receipts."""
+    from fake_openai import API_KEY
+
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    monkeypatch.delenv("IMESSAGE_FINETUNE_YES", raising=False)
+    config = tmp_path / "finetune.toml"
+    config.write_text(
+        '[source]\npath = "demo"\n[artifacts]\ndir = "out"\n[dataset]\nsystem_prompt = "You are me."\n'
+        f'[finetune]\nbase_url = "{fake_openai.base_url}"\npoll_interval = 0.01\n'
+    )
+    base = ["--config", str(config)]
+    result = CliRunner().invoke(cli, [*base, "run", "train", "--yes"])
+    assert result.exit_code == 0, result.output
+    [job_id] = fake_openai.state.jobs
+    listing = CliRunner().invoke(cli, [*base, "jobs", "list"])
+    assert job_id in listing.stdout and "succeeded" in listing.stdout
+    shown = CliRunner().invoke(cli, [*base, "jobs", "show"])
+    assert shown.stdout.startswith(f"{job_id}: succeeded") and "training loss" in shown.stdout
+    chat = CliRunner().invoke(cli, [*base, "chat", "are you free tonight?"])
+    assert chat.exit_code == 0 and chat.stdout.strip()
+    assert len([r for r in fake_openai.state.requests if r.path == "/v1/chat/completions"]) == 1
+    cancel = CliRunner().invoke(cli, [*base, "jobs", "cancel", job_id])
+    assert cancel.exit_code == 1 and "already completed" in cancel.stderr
+    forget = CliRunner().invoke(cli, [*base, "forget", "--yes"])
+    assert forget.exit_code == 0 and not (tmp_path / "out" / "model.json").exists()
+    assert (tmp_path / "out" / "train.jsonl").exists()

@@ -19,15 +19,16 @@ from . import __version__
 from .chatdb.connection import open_chat_db
 from .config import CONFIG_ENV, Config, FinetuneConfig, find_config, load_config
 from .errors import FinetuneError
-from .jsonio import dump_json
 from .overview import conversations, diagnose
 from .chatdb.contacts import ContactBook
 from .snapshot import contacts_sources, read_contacts
 from .explain import VERBOSITY_ENV, StageStatus, dag_lines, plan, stage_statuses
 from .lockfile import verify
-from .tasks import Pipeline, doit_namespace, run_doit
+from . import artifacts
+from .jsonio import dump_json, load_json
+from .tasks import YES_ENV, Pipeline, doit_namespace, run_doit
 
-STAGES = ("snapshot", "sessions", "merged", "dataset")
+STAGES = ("snapshot", "sessions", "merged", "dataset", "upload", "train")
 
 
 def _config(ctx: click.Context) -> Config:
@@ -47,6 +48,20 @@ def _database(ctx: click.Context, db: Path | None) -> tuple[Path, ContactBook, C
             pipe.build_demo_if_missing()
         path, contacts = pipe.source(), pipe.contacts()
     return path, read_contacts(contacts, config.source.busy_timeout), config
+
+
+def _set_env(ctx: click.Context, name: str, value: str) -> None:
+    """Set a variable the pipeline reads for as long as this command runs."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+
+    def restore() -> None:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+    ctx.find_root().call_on_close(restore)
 
 
 class _Group(click.Group):
@@ -84,15 +99,16 @@ def cli(ctx: click.Context, config_path: Path | None, quiet: bool, verbose: bool
     if quiet and verbose:
         raise click.UsageError("use just one of --quiet and --verbose")
     if quiet or verbose:
-        os.environ[VERBOSITY_ENV] = "0" if quiet else "2"
+        _set_env(ctx, VERBOSITY_ENV, "0" if quiet else "2")
     ctx.obj = {"config_path": config_path}
 
 
 @cli.command()
 @click.argument("stage", required=False, type=click.Choice(STAGES), default="dataset")
 @click.option("--force", "-f", is_flag=True, help="Rebuild STAGE even if it is up to date.")
+@click.option("--yes", "-y", is_flag=True, help="Send to the fine-tuning service without asking.")
 @click.pass_context
-def run(ctx: click.Context, stage: str, force: bool) -> None:
+def run(ctx: click.Context, stage: str, force: bool, yes: bool) -> None:
     """Build STAGE (default: dataset) and whatever it needs that is stale.
 
     \b
@@ -100,6 +116,8 @@ def run(ctx: click.Context, stage: str, force: bool) -> None:
       imessage-finetune run snapshot --force
     """
     config = _config(ctx)
+    if yes:
+        _set_env(ctx, YES_ENV, "1")
     if force:
         run_doit(config, ["forget", stage])
     code = run_doit(config, [stage])
@@ -231,6 +249,148 @@ def validate_command(ctx: click.Context, path: Path, model: str | None, as_json:
         )
     if not result.ok:
         raise click.exceptions.Exit(1)
+
+
+def _backend(ctx: click.Context) -> tuple[Any, Config]:
+    from .upload import make_backend
+
+    config = _config(ctx)
+    return make_backend(config), config
+
+
+@cli.group(name="jobs")
+def jobs_group() -> None:
+    """Fine-tuning jobs of this project at the service: list, show, cancel.
+
+    \b
+    Example:
+      imessage-finetune jobs show
+    """
+
+
+@jobs_group.command(name="list")
+@click.pass_context
+def jobs_list(ctx: click.Context) -> None:
+    """List this project's jobs (tagged by the pipeline), newest first.
+
+    \b
+    Example:
+      imessage-finetune jobs list
+    """
+    from .model import PIPELINE_TAG
+
+    backend, _ = _backend(ctx)
+    rows = [("JOB", "STATUS", "BASE MODEL", "FINE-TUNED MODEL")]
+    for job in backend.list_jobs({"pipeline": PIPELINE_TAG}):
+        rows.append((job.id, job.status, job.model, job.fine_tuned_model or ""))
+    _table(rows)
+
+
+@jobs_group.command(name="show")
+@click.argument("job_id", required=False)
+@click.pass_context
+def jobs_show(ctx: click.Context, job_id: str | None) -> None:
+    """Show a job's status and its events (default: the job in artifacts/job.json).
+
+    \b
+    Example:
+      imessage-finetune jobs show ftjob-abc123
+    """
+    from .model import recorded_job_id
+
+    backend, config = _backend(ctx)
+    job_id = job_id or recorded_job_id(config.artifacts_dir)
+    if not job_id:
+        raise click.UsageError("no job recorded yet: give a JOB_ID (see `imessage-finetune jobs list`)")
+    job = backend.get_job(job_id)
+    click.echo(f"{job.id}: {job.status} ({job.model} -> {job.fine_tuned_model or 'not yet'})")
+    if job.error_code:
+        click.echo(f"error {job.error_code}: {job.error_message}")
+    for event in backend.events(job_id, after=None):
+        click.echo(f"  {event.level}: {event.message}")
+
+
+@jobs_group.command(name="cancel")
+@click.argument("job_id")
+@click.pass_context
+def jobs_cancel(ctx: click.Context, job_id: str) -> None:
+    """Cancel a job at the service (what Ctrl-C during `run train` never does).
+
+    \b
+    Example:
+      imessage-finetune jobs cancel ftjob-abc123
+    """
+    backend, _ = _backend(ctx)
+    job = backend.cancel(job_id)
+    click.echo(f"{job.id}: {job.status}")
+
+
+@cli.command(name="chat")
+@click.argument("prompt", required=False)
+@click.option("--model", "model_id", help="Model id (default: the one in artifacts/model.json).")
+@click.pass_context
+def chat_command(ctx: click.Context, prompt: str | None, model_id: str | None) -> None:
+    """Talk to the fine-tuned model: one PROMPT, or an interactive loop. Replies stream.
+
+    Uses the system prompt the model was trained with ([dataset] system_prompt).
+
+    \b
+    Example:
+      imessage-finetune chat "are you free tonight?"
+    """
+    backend, config = _backend(ctx)
+    if model_id is None:
+        path = artifacts.MODEL.path(config.artifacts_dir)
+        if not path.is_file():
+            raise click.UsageError("no model yet: run `imessage-finetune run train` or give --model")
+        model_id = load_json(path.read_bytes())["model_id"]
+    history: list[dict[str, str]] = []
+    if config.dataset.system_prompt:
+        history.append({"role": "system", "content": config.dataset.system_prompt})
+    prompts = [prompt] if prompt else None
+    while True:
+        if prompts is not None:
+            if not prompts:
+                return
+            text = prompts.pop()
+        else:
+            try:
+                text = click.prompt("you", prompt_suffix="> ", err=True)
+            except click.exceptions.Abort:
+                click.echo(err=True)
+                return
+        history.append({"role": "user", "content": text})
+        reply = []
+        for piece in backend.chat_stream(model_id, history):
+            click.echo(piece, nl=False)
+            reply.append(piece)
+        click.echo()
+        history.append({"role": "assistant", "content": "".join(reply)})
+
+
+@cli.command(name="forget")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask.")
+@click.pass_context
+def forget_command(ctx: click.Context, yes: bool) -> None:
+    """Forget the upload receipt, the job and the model (they stay at the service).
+
+    The next `run train` then uploads (or finds) the files and starts a new job.
+
+    \b
+    Example:
+      imessage-finetune forget --yes
+    """
+    config = _config(ctx)
+    present = [a.path(config.artifacts_dir) for a in artifacts.RECEIPTS if a.path(config.artifacts_dir).exists()]
+    if not present:
+        click.echo("nothing to forget", err=True)
+        return
+    if not yes and not click.confirm(f"Forget {', '.join(p.name for p in present)}?", err=True):
+        raise click.exceptions.Exit(1)
+    for path in present:
+        path.unlink()
+    run_doit(config, ["forget", "upload", "train"])
+    click.echo(f"forgot {', '.join(p.name for p in present)}", err=True)
 
 
 def _stage_rows(statuses: list[StageStatus]) -> list[tuple[str, ...]]:
