@@ -221,7 +221,8 @@ def validate_command(ctx: click.Context, path: Path, model: str | None, as_json:
     Example:
       imessage-finetune validate artifacts/train.jsonl --model gpt-4o-mini-2024-07-18
     """
-    from .dataset import token_limit, token_stats
+    from .dataset import token_stats
+    from .tokens import token_limit
     from .validator import validate_file
 
     if model is None:

@@ -23,13 +23,10 @@ from .config import DatasetConfig, FinetuneConfig
 from .errors import DatasetError
 from .jsonio import dump_compact, dump_json, read_stream, read_trailer
 from .merged import FORMAT as MERGED_FORMAT
-from .tokens import TokenCounter
+from .tokens import TokenCounter, token_limit
 from .validation import validate_document
 from .validator import ValidationResult, validate_lines
 
-# Tokens per training example OpenAI accepts (longer ones are truncated), by model family.
-TOKEN_LIMITS = (("gpt-3.5", 16_385), ("gpt-4o", 65_536), ("gpt-4.1", 65_536))
-DEFAULT_TOKEN_LIMIT = 65_536
 SHOWN_PROBLEMS = 20
 
 
@@ -38,15 +35,6 @@ class DatasetSummary:
     """The report, for the closing summary on the terminal."""
 
     report: dict[str, Any]
-
-
-def token_limit(model: str) -> int:
-    """Tokens per example the model's fine-tuning accepts (`ft:` models: their base's)."""
-    base = model.removeprefix("ft:")
-    for prefix, limit in TOKEN_LIMITS:
-        if base.startswith(prefix):
-            return limit
-    return DEFAULT_TOKEN_LIMIT
 
 
 def openai_example(example: dict[str, Any], system_prompt: str) -> dict[str, Any]:

@@ -10,8 +10,9 @@ value, not a digest, so a run can say what changed.
 
 from __future__ import annotations
 
-import ast
+import functools
 import hashlib
+import re
 from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -23,28 +24,42 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 KEY_DEPENDENCIES = ("doit", "jsonschema", "jsonschema-rs", "orjson", "langchain-core")
 
 
+# `from .x import y`, `from ..x import y`, and `from imessage_finetune.x import y`.
+_PACKAGE_IMPORT = re.compile(
+    r"^\s*from\s+(\.+|imessage_finetune\.?)([\w.]*)\s+import\s+(\([^)]*\)|[^\n]+)", re.M
+)
+
+
+@functools.cache
+def _imported(name: str) -> tuple[str, ...]:
+    """Package files one module imports (paths relative to the package)."""
+    path = PACKAGE_DIR / name
+    found = []
+    for dots, module, names in _PACKAGE_IMPORT.findall(path.read_text(encoding="utf-8")):
+        if dots.startswith("imessage_finetune"):
+            base = PACKAGE_DIR
+        else:
+            base = path.parent
+            for _ in range(len(dots) - 1):
+                base = base.parent
+        if module:
+            base = base.joinpath(*module.split("."))
+        candidates = [base.with_suffix(".py"), base / "__init__.py"]
+        candidates += [base / f"{n.split()[0]}.py" for n in names.strip("()").replace("\n", " ").split(",") if n.strip()]
+        found += [str(c.relative_to(PACKAGE_DIR)) for c in candidates if c.is_file()]
+    return tuple(found)
+
+
 def module_closure(entry: str) -> set[str]:
     """The package files a module runs: itself and every package module it imports,
-    transitively (relative imports; paths relative to the package)."""
+    transitively (found by a scan of its import lines: no code is imported or run)."""
     seen: set[str] = set()
     pending = [entry]
     while pending:
         name = pending.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        path = PACKAGE_DIR / name
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not isinstance(node, ast.ImportFrom) or not node.level:
-                continue
-            base = path.parent
-            for _ in range(node.level - 1):
-                base = base.parent
-            if node.module:
-                base = base.joinpath(*node.module.split("."))
-            candidates = [base.with_suffix(".py"), base / "__init__.py"]
-            candidates += [base / f"{alias.name}.py" for alias in node.names]
-            pending += [str(c.relative_to(PACKAGE_DIR)) for c in candidates if c.is_file()]
+        if name not in seen:
+            seen.add(name)
+            pending += _imported(name)
     return seen
 
 
@@ -56,15 +71,22 @@ def code_hash(modules: Iterable[str]) -> str:
     return digest.hexdigest()
 
 
-def dependency_versions() -> dict[str, str]:
-    """Versions of the package and the libraries that shape its outputs."""
-    versions = {"imessage-finetune": __version__}
+@functools.cache
+def _versions() -> tuple[tuple[str, str], ...]:
+    versions = [("imessage-finetune", __version__)]
     for name in KEY_DEPENDENCIES:
         try:
-            versions[name] = version(name)
+            versions.append((name, version(name)))
         except PackageNotFoundError:
-            versions[name] = "absent"
-    return versions
+            versions.append((name, "absent"))
+    return tuple(versions)
+
+
+def dependency_versions() -> dict[str, str]:
+    """Versions of the package and the libraries that shape its outputs (read once)."""
+    return dict(_versions())
+
+
 
 
 def file_digest(path: Path) -> str:

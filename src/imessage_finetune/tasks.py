@@ -387,17 +387,25 @@ def add_finetune_tasks(namespace: dict[str, Any], pipe: Pipeline, dataset_target
             say(f"train: {verb} job {job.id} ({job.status}); Ctrl-C stops following it, not the job")
 
         try:
-            model = train(
-                backend,
-                receipt,
-                config.finetune,
-                pipe.dir,
-                on_start=started,
-                on_status=lambda job: say(f"train: job {job.id} is {job.status}"),
-                on_event=lambda e: say(
-                    f"train: step {e.step}, training loss {e.train_loss}" if e.step is not None else f"train: {e.message}"
-                ),
-            )
+            with progress_bar("train") as progress:
+
+                def event(e: Any) -> None:
+                    if e.step is None:
+                        say(f"train: {e.message}")
+                        return
+                    say(f"train: step {e.step}, training loss {e.train_loss}")
+                    if progress and e.total_steps:
+                        progress(e.step, e.total_steps)
+
+                model = train(
+                    backend,
+                    receipt,
+                    config.finetune,
+                    pipe.dir,
+                    on_start=started,
+                    on_status=lambda job: say(f"train: job {job.id} is {job.status}"),
+                    on_event=event,
+                )
         except KeyboardInterrupt:
             job_id = recorded_job_id(pipe.dir)
             raise FineTuneError(

@@ -190,3 +190,17 @@ def _tiktoken_encoder(encoding: str, ranks: bytes) -> Callable[[str], list[int]]
                 os.environ["TIKTOKEN_CACHE_DIR"] = saved
     encode: Callable[[str], list[int]] = loaded.encode_ordinary
     return encode
+
+
+# Tokens per training example OpenAI accepts (longer ones are truncated), by model family.
+TOKEN_LIMITS = (("gpt-3.5", 16_385), ("gpt-4o", 65_536), ("gpt-4.1", 65_536))
+DEFAULT_TOKEN_LIMIT = 65_536
+
+
+def token_limit(model: str) -> int:
+    """Tokens per example the model's fine-tuning accepts (`ft:` models: their base's)."""
+    base = model.removeprefix("ft:")
+    for prefix, limit in TOKEN_LIMITS:
+        if base.startswith(prefix):
+            return limit
+    return DEFAULT_TOKEN_LIMIT

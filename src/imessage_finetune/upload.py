@@ -20,7 +20,7 @@ from . import artifacts
 from .atomic import atomic_write
 from .backends.base import FineTuneBackend
 from .config import Config, FinetuneConfig
-from .dataset import token_limit
+from .tokens import token_limit
 from .errors import FineTuneError
 from .fingerprint import file_digest
 from .jsonio import dump_json, load_json
@@ -28,6 +28,7 @@ from .validation import validate_document
 from .validator import validate_file
 
 KEY_ENV = "OPENAI_API_KEY"
+STRICT_ENV = "IMESSAGE_FINETUNE_STRICT_API"
 OPENAI_URL = "https://api.openai.com/v1"
 # OpenAI's announced calendar (notes/openai-finetuning.md §1).
 NO_NEW_JOBS = dt.date(2027, 1, 6)
@@ -80,7 +81,9 @@ def make_backend(config: Config, *, strict: bool = False) -> FineTuneBackend:
         api_key(finetune, config.base_dir),
         finetune.base_url or None,
         timeout=finetune.request_timeout,
-        strict=strict,
+        # Checking every reply against the SDK's models catches a compatible endpoint that
+        # answers in another shape; the tests always run this way.
+        strict=strict or os.environ.get(STRICT_ENV) == "1",
     )
 
 

@@ -64,6 +64,7 @@ class JobEvent:
     message: str
     step: int | None = None
     train_loss: float | None = None
+    total_steps: int | None = None
 
 
 class FineTuneBackend(Protocol):

@@ -389,7 +389,7 @@ def _job(job: FineTuningJob) -> Job:
 
 def _event(event: FineTuningJobEvent) -> JobEvent:
     data = event.data if isinstance(event.data, Mapping) else {}
-    step, loss = data.get("step"), data.get("train_loss")
+    step, loss, total = data.get("step"), data.get("train_loss"), data.get("total_steps")
     return JobEvent(
         id=event.id,
         created_at=event.created_at,
@@ -397,4 +397,5 @@ def _event(event: FineTuningJobEvent) -> JobEvent:
         message=event.message,
         step=step if isinstance(step, int) else None,
         train_loss=float(loss) if isinstance(loss, int | float) else None,
+        total_steps=total if isinstance(total, int) else None,
     )
