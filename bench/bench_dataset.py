@@ -22,7 +22,6 @@ the reason given there: a vfork-started child inherits its parent's peak RSS.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
 import json
@@ -289,31 +288,10 @@ def print_report(
     )
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Command-line options (the same as bench_sessions.py's)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--messages", type=int, default=base.DEFAULT_MESSAGES,
-        help=f"messages in the generated database (default {base.DEFAULT_MESSAGES:,})",
-    )
-    parser.add_argument(
-        "--workdir", type=Path,
-        default=Path(tempfile.gettempdir()) / "imessage-finetune-bench",
-        help="where the generated database is cached and runs write (default: under the temp dir)",
-    )
-    parser.add_argument("--repetitions", type=int, default=3, help="runs per contender (default 3)")
-    parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
-    parser.add_argument("--rebuild", action="store_true", help="regenerate the cached database")
-    args = parser.parse_args(argv)
-    if args.messages < 1 or args.repetitions < 1:
-        parser.error("--messages and --repetitions must be positive")
-    return args
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Prepare, run the contenders, analyse, report; 1 if a contender failed or an example
     of ours exceeds the token budget."""
-    args = parse_args(argv)
+    args = base.parse_args(argv, __doc__)
     workdir = args.workdir.resolve()
     database = base.cached_database(workdir, args.messages, rebuild=args.rebuild)
     size_mb = database.stat().st_size / 1e6

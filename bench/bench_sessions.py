@@ -472,9 +472,9 @@ def print_report(results: dict[str, dict[str, object]], ratio: dict[str, float])
     )
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv: Sequence[str] | None, description: str = __doc__) -> argparse.Namespace:
+    """Command-line options (shared with bench_dataset.py)."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument(
         "--messages", type=int, default=DEFAULT_MESSAGES,
         help=f"messages in the generated database (default {DEFAULT_MESSAGES:,})",

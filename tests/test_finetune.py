@@ -15,7 +15,7 @@ from imessage_finetune.config import load_config
 from imessage_finetune.tasks import run_doit as doit_command
 from pipeline_runner import run_doit, write_config
 
-KEY = {"OPENAI_API_KEY": API_KEY}
+KEY = {"OPENAI_API_KEY": API_KEY, "IMESSAGE_FINETUNE_STRICT_API": "1"}
 
 
 def project(tmp_path: Path, fake: FakeOpenAI, extra: str = "") -> Path:
