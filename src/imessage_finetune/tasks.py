@@ -359,10 +359,10 @@ def add_finetune_tasks(namespace: dict[str, Any], pipe: Pipeline, dataset_target
 
     def upload() -> None:
         pipe.prepare()
-        make_backend(config)  # no key: stop here, before anything is shown or sent
+        backend = make_backend(config)  # no key: stop here, before anything is shown or sent
         disclosure = check_before_sending(pipe.dir, config.finetune)
         confirm_sending(disclosure, config)
-        receipt, reused = upload_files(make_backend(config), pipe.dir, config.finetune)
+        receipt, reused = upload_files(backend, pipe.dir, config.finetune)
         files = ", ".join(f"{k} {v['id']}" for k, v in receipt["files"].items())
         say(f"upload: {files}" + (f" (already there, not sent again: {', '.join(reused)})" if reused else ""))
 
