@@ -311,3 +311,20 @@ def test_an_empty_key_is_refused_before_any_request(fake_openai: FakeOpenAI, mon
     with pytest.raises(FineTuneAuthError, match="no API key"):
         OpenAIBackend("", fake_openai.base_url, strict=True)
     assert fake_openai.state.requests == []
+
+
+def test_a_reply_that_is_not_json_is_a_clear_error_and_a_create_is_reconciled(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    """Bad JSON on a read: a typed error naming the endpoint, no traceback. On a create (the job
+    may exist): listed and adopted, so still one job."""
+    backend = OpenAIBackend(API_KEY, fake_openai.base_url, timeout=1.0, strict=True)
+    fake_openai.add_fault("GET", "/v1/fine_tuning/jobs", "bad_json", times=5)
+    with pytest.raises(FineTuneUnavailable, match="is not valid JSON"):
+        backend.list_jobs({"pipeline": "x"})
+    fake_openai.state.faults.clear()
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n' for _ in range(10)))
+    remote, _ = backend.find_or_upload(path, "train-x.jsonl")
+    fake_openai.add_fault("POST", "/v1/fine_tuning/jobs", "bad_json")
+    job = backend.create_job(training_file=remote.id, validation_file=None, model="gpt-4o-mini-2024-07-18",
+                             suffix=None, hyperparameters={"n_epochs": 1}, seed=1, metadata={"pipeline": "x"})
+    assert list(fake_openai.state.jobs) == [job.id]

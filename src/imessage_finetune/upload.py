@@ -67,7 +67,7 @@ def api_key(finetune: FinetuneConfig, base_dir: Path) -> str:
     if not key:
         raise FineTuneSetupError(
             f"no API key: set {KEY_ENV} (or point [finetune] api_key_file at a file holding "
-            "it); nothing was sent. Everything up to train.jsonl is built and usable as it is."
+            "it); nothing was sent"
         )
     return key
 

@@ -230,7 +230,8 @@ class OpenAIBackend:
         while True:
             try:
                 return create()
-            except openai.OpenAIError as exc:
+            # A reply that is not JSON leaves it unknown whether the work was done: reconcile.
+            except (openai.OpenAIError, ValueError) as exc:
                 delay = self._retry_delay(exc, attempt)
                 if delay is None:
                     raise self._error(exc, action, creating_job=creating_job) from None
@@ -243,7 +244,7 @@ class OpenAIBackend:
                     raise self._error(exc, action, creating_job=creating_job) from None
                 attempt += 1
 
-    def _retry_delay(self, exc: openai.OpenAIError, attempt: int) -> float | None:
+    def _retry_delay(self, exc: Exception, attempt: int) -> float | None:
         """Seconds to wait before reconciling, or None when the failure is final."""
         if isinstance(exc, openai.APIStatusError):
             status, headers = exc.status_code, exc.response.headers
@@ -256,7 +257,7 @@ class OpenAIBackend:
                 return None  # as the SDK: a service asking for minutes is not retried now
             if asked is not None and asked > 0:
                 return asked
-        elif not isinstance(exc, openai.APIConnectionError):
+        elif not isinstance(exc, openai.APIConnectionError | ValueError):
             return None
         return min(_FIRST_BACKOFF * 2**attempt, _MAX_BACKOFF)
 
@@ -268,10 +269,10 @@ class OpenAIBackend:
     def _translated(self, action: str) -> Iterator[None]:
         try:
             yield
-        except openai.OpenAIError as exc:
+        except (openai.OpenAIError, ValueError) as exc:  # ValueError: a reply that is not JSON
             raise self._error(exc, action) from None
 
-    def _error(self, exc: openai.OpenAIError, action: str, *, creating_job: bool = False) -> FineTuneError:
+    def _error(self, exc: Exception, action: str, *, creating_job: bool = False) -> FineTuneError:
         """The typed error for an SDK exception, with the key masked."""
         tries = f"{self._max_retries + 1} attempts"
         if isinstance(exc, openai.APIStatusError):
@@ -312,6 +313,11 @@ class OpenAIBackend:
                 f"{action}: the reply from {self.base_url} does not match the openai package's "
                 f"schema (HTTP {exc.status_code}); is it an OpenAI-compatible endpoint?",
                 status=exc.status_code,
+            )
+        if isinstance(exc, ValueError):
+            return FineTuneUnavailable(
+                f"{action}: the reply from {self.base_url} is not valid JSON ({tries}); is [finetune] "
+                "base_url an OpenAI-compatible endpoint?"
             )
         return FineTuneError(f"{action}: {self._redact(str(exc))}")
 
