@@ -17,7 +17,6 @@ class Artifact:
 
     name: str
     filename: str
-    stage: str
     schema: str | None = None
 
     def path(self, artifacts_dir: Path) -> Path:
@@ -33,21 +32,21 @@ class Artifact:
 DEMO_SOURCE_DIR = "demo-source"
 STATE_FILE = ".doit-state.json"
 
-SNAPSHOT = Artifact("snapshot", "chat.db", stage="snapshot")
-CONTACTS = Artifact("contacts", "contacts.json", stage="snapshot", schema="contacts.schema.json")
-SESSIONS = Artifact("sessions", "sessions.json", stage="sessions", schema="sessions.schema.json")
+SNAPSHOT = Artifact("snapshot", "chat.db")
+CONTACTS = Artifact("contacts", "contacts.json", schema="contacts.schema.json")
+SESSIONS = Artifact("sessions", "sessions.json", schema="sessions.schema.json")
 
-MERGED = Artifact("merged", "merged.json", stage="merged", schema="merged.schema.json")
-TRAIN = Artifact("train", "train.jsonl", stage="dataset", schema="train_line.schema.json")
-VALIDATION = Artifact("validation", "validation.jsonl", stage="dataset", schema="train_line.schema.json")
+MERGED = Artifact("merged", "merged.json", schema="merged.schema.json")
+TRAIN = Artifact("train", "train.jsonl", schema="train_line.schema.json")
+VALIDATION = Artifact("validation", "validation.jsonl", schema="train_line.schema.json")
 DATASET_REPORT = Artifact(
-    "dataset_report", "dataset-report.json", stage="dataset", schema="dataset_report.schema.json"
+    "dataset_report", "dataset-report.json", schema="dataset_report.schema.json"
 )
 
 # Receipts of remote work: never deleted by `doit clean` (forgetting them takes `forget`).
-UPLOAD = Artifact("upload", "upload.json", stage="upload", schema="upload.schema.json")
-JOB = Artifact("job", "job.json", stage="train", schema=None)
-MODEL = Artifact("model", "model.json", stage="train", schema="model.schema.json")
+UPLOAD = Artifact("upload", "upload.json", schema="upload.schema.json")
+JOB = Artifact("job", "job.json", schema=None)
+MODEL = Artifact("model", "model.json", schema="model.schema.json")
 
 ALL: tuple[Artifact, ...] = (SNAPSHOT, CONTACTS, SESSIONS, MERGED, TRAIN, VALIDATION, DATASET_REPORT)
 RECEIPTS: tuple[Artifact, ...] = (UPLOAD, JOB, MODEL)

@@ -32,7 +32,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Literal, NoReturn
 
@@ -40,8 +39,10 @@ import jsonschema_rs
 import orjson
 from jsonschema import Draft202012Validator
 
+from . import artifacts
 from .config import FinetuneConfig
 from .tokens import TokenCounter, counter_for
+from .validation import load_schema
 
 DEFAULT_MODEL = FinetuneConfig.model
 ROLES = ("system", "user", "assistant")
@@ -58,7 +59,7 @@ SPECIAL_TOKENS = (
     "<|fim_middle|>",
     "<|fim_suffix|>",
 )
-SCHEMA_FILE = "train_line.schema.json"
+SCHEMA_FILE = artifacts.TRAIN.schema
 
 Severity = Literal["error", "warning"]
 
@@ -160,9 +161,8 @@ def validate_file(
 
 @cache
 def _line_schema() -> Draft202012Validator:
-    """The validator for one line, from the packaged `schemas/train_line.schema.json`."""
-    text = (resources.files("imessage_finetune") / "schemas" / SCHEMA_FILE).read_text("utf-8")
-    return Draft202012Validator(json.loads(text))
+    """The validator for one line: train.jsonl's schema, from the artifact registry."""
+    return Draft202012Validator(load_schema(artifacts.TRAIN))
 
 
 def _reject_constant(constant: str) -> NoReturn:
