@@ -30,6 +30,8 @@ class Artifact:
 
 
 DEMO_SOURCE_DIR = "demo-source"
+DEMO_CHAT_DB = "chat.db"
+DEMO_ADDRESSBOOK = "AddressBook-v22.abcddb"
 STATE_FILE = ".doit-state.json"
 
 SNAPSHOT = Artifact("snapshot", "chat.db")

@@ -17,6 +17,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import artifacts
 from .atomic import atomic_path
 from .chatdb import summary_info, typedstream
 from .chatdb.apple_schema import create_schema
@@ -53,8 +54,8 @@ from .demo_script import (
 )
 
 DEMO_VERSION = "1"
-CHAT_DB_NAME = "chat.db"
-ADDRESSBOOK_NAME = "AddressBook-v22.abcddb"
+CHAT_DB_NAME = artifacts.DEMO_CHAT_DB
+ADDRESSBOOK_NAME = artifacts.DEMO_ADDRESSBOOK
 
 # Values a macOS 15 Messages database carries.
 _CLIENT_VERSION = "18015"

@@ -2,7 +2,7 @@
 
 `dodo.py` and the CLI both load the namespace `doit_namespace(config)` returns, so
 `doit sessions` and `imessage-finetune run sessions` run the same code. doit's state is
-pinned to the JSON backend in the artifacts folder. Each task's staleness is its inputs'
+a JSON file in the artifacts folder, saved after every change (`doit_state.py`). Each task's staleness is its inputs'
 content, its own config section, its code and versions, and its targets' integrity
 (see `fingerprint.py`).
 """
@@ -91,14 +91,14 @@ class Pipeline:
     def source(self) -> Path:
         """The chat.db the snapshot copies."""
         if self.config.uses_demo:
-            return self.demo_dir / "chat.db"
+            return self.demo_dir / artifacts.DEMO_CHAT_DB
         return self.config.source_path()
 
     def contacts(self) -> list[Path]:
         """The Contacts databases that name the handles."""
         explicit = self.config.contacts_paths()
         if self.config.uses_demo and explicit is None:
-            return [self.demo_dir / "AddressBook-v22.abcddb"]
+            return [self.demo_dir / artifacts.DEMO_ADDRESSBOOK]
         return contacts_sources(explicit)
 
     def build_demo_if_missing(self) -> None:
@@ -211,7 +211,7 @@ def doit_namespace(config: Config) -> dict[str, Any]:
             demo,
             doc="Generate the built-in demo chat.db and Contacts database.",
             params={"demo_version": DEMO_VERSION},
-            targets=[pipe.demo_dir / "chat.db", pipe.demo_dir / "AddressBook-v22.abcddb"],
+            targets=[pipe.demo_dir / artifacts.DEMO_CHAT_DB, pipe.demo_dir / artifacts.DEMO_ADDRESSBOOK],
         )
 
     def snapshot() -> dict[str, Any]:
