@@ -13,7 +13,7 @@ import datetime
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -128,9 +128,9 @@ def stage_task(
     doc: str,
     params: dict[str, Any],
     targets: list[Path],
-    file_dep: list[Path] = [],
+    file_dep: Sequence[Path] = (),
     watched: list[Path] | None = None,
-    task_dep: list[str] = [],
+    task_dep: Sequence[str] = (),
     module: str | None = None,
     clean: bool = True,
 ) -> Callable[[], dict[str, Any]]:
@@ -155,7 +155,7 @@ def stage_task(
             lock_path(pipe.dir),
             name,
             root=pipe.dir,
-            inputs=file_dep + (watched or []),
+            inputs=[*file_dep, *(watched or [])],
             outputs=targets,
             fingerprint=fingerprint.current,
             seconds=time.monotonic() - started,
@@ -167,9 +167,9 @@ def stage_task(
     def creator() -> dict[str, Any]:
         return {
             "actions": [action],
-            "file_dep": file_dep,
+            "file_dep": list(file_dep),
             "targets": targets,
-            "task_dep": task_dep,
+            "task_dep": list(task_dep),
             "uptodate": uptodate,
             # Receipts of remote work are never removed by `doit clean` (see `forget`).
             "clean": True if clean else [],
