@@ -111,7 +111,7 @@ def test_train_jobs_chat_and_forget_against_the_stand_in(
     config = tmp_path / "finetune.toml"
     config.write_text(
         '[source]\npath = "demo"\n[artifacts]\ndir = "out"\n[dataset]\nsystem_prompt = "You are me."\n'
-        f'[finetune]\nbase_url = "{fake_openai.base_url}"\npoll_interval = 0.01\n'
+        f'[finetune]\nbackend = "openai"\nbase_url = "{fake_openai.base_url}"\npoll_interval = 0.01\n'
     )
     base = ["--config", str(config)]
     result = CliRunner().invoke(cli, [*base, "run", "train", "--yes"])

@@ -13,17 +13,21 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 
 def test_committed_finetune_toml_is_valid_and_equals_the_defaults() -> None:
-    """finetune.toml documents every key with its default value, and selects the demo."""
+    """finetune.toml documents every key with its default value, and selects the demo data
+    and the demo base model (the one value that is not a default)."""
     committed = load_config(PROJECT / "finetune.toml")
-    defaults = config_from_dict({}, base_dir=PROJECT)
+    defaults = config_from_dict({"finetune": {"local": {"base_model": "demo"}}}, base_dir=PROJECT)
     for section in SECTIONS:
         assert committed.section(section) == defaults.section(section)
-    assert committed.uses_demo
+    assert committed.uses_demo and committed.finetune.local.is_demo
+    assert config_from_dict({}, base_dir=PROJECT).finetune.local.base_model == "Qwen/Qwen2.5-0.5B-Instruct"
     text = (PROJECT / "finetune.toml").read_text()
     for section in SECTIONS:
-        for key in committed.section(section):
-            documented = f"\n{key} = " in text or f"[{section}.{key}]" in text
-            assert documented, f"{section}.{key} is not documented in finetune.toml"
+        for key, value in committed.section(section).items():
+            keys = value.keys() if key == "local" else [key]
+            for name in keys:
+                documented = f"\n{name} = " in text or f"[{section}.{name}]" in text
+                assert documented, f"{section}.{name} is not documented in finetune.toml"
 
 
 def test_env_variable_overrides_the_project_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

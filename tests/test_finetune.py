@@ -23,7 +23,7 @@ def project(tmp_path: Path, fake: FakeOpenAI, extra: str = "") -> Path:
     return write_config(
         tmp_path,
         "demo",
-        f'[finetune]\nbase_url = "{fake.base_url}"\nconfirm = false\npoll_interval = 0.01\n'
+        f'[finetune]\nbackend = "openai"\nbase_url = "{fake.base_url}"\nconfirm = false\npoll_interval = 0.01\n'
         f"request_timeout = 2.0\n{extra}",
     )
 
@@ -80,7 +80,7 @@ def test_cost_above_max_cost_is_refused_before_sending(tmp_path: Path, fake_open
 
 def test_confirmation_is_required_without_a_terminal(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
     """confirm = true and no terminal: stop, say how to confirm, send nothing."""
-    config = write_config(tmp_path, "demo", f'[finetune]\nbase_url = "{fake_openai.base_url}"\n')
+    config = write_config(tmp_path, "demo", f'[finetune]\nbackend = "openai"\nbase_url = "{fake_openai.base_url}"\n')
     result = run_doit(config, "train", env=KEY)
     assert result["upload"] == "fail" and "--yes" in result.stderr
     assert "about to send train.jsonl" in result.stderr

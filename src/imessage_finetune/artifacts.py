@@ -50,6 +50,14 @@ UPLOAD = Artifact("upload", "upload.json", schema="upload.schema.json")
 JOB = Artifact("job", "job.json", schema=None)
 MODEL = Artifact("model", "model.json", schema="model.schema.json")
 
+# The local backend's outputs: the trained LoRA adapter, the checkpoints of an unfinished run,
+# and the demo base model the package builds itself.
+LOCAL_MODEL_DIR = "local-model"
+ADAPTER = Artifact("adapter", f"{LOCAL_MODEL_DIR}/adapter")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+CHECKPOINTS = Artifact("checkpoints", f"{LOCAL_MODEL_DIR}/checkpoints")
+DEMO_BASE_MODEL = Artifact("demo_base_model", f"{LOCAL_MODEL_DIR}/demo-base")
+
 ALL: tuple[Artifact, ...] = (SNAPSHOT, CONTACTS, SESSIONS, MERGED, TRAIN, VALIDATION, DATASET_REPORT)
 RECEIPTS: tuple[Artifact, ...] = (UPLOAD, JOB, MODEL)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -256,6 +257,11 @@ def _backend(ctx: click.Context) -> tuple[Any, Config]:
     from .upload import make_backend
 
     config = _config(ctx)
+    if config.finetune.backend == "local":
+        raise click.UsageError(
+            "the local backend has no jobs: it trains during `imessage-finetune run train` on this "
+            "machine (see artifacts/model.json); jobs are for [finetune] backend = \"openai\""
+        )
     return make_backend(config), config
 
 
@@ -333,21 +339,37 @@ def jobs_cancel(ctx: click.Context, job_id: str) -> None:
 def chat_command(ctx: click.Context, prompt: str | None, model_id: str | None) -> None:
     """Talk to the fine-tuned model: one PROMPT, or an interactive loop. Replies stream.
 
-    Uses the system prompt the model was trained with ([dataset] system_prompt).
+    Uses the system prompt the model was trained with ([dataset] system_prompt). A model
+    trained by the local backend runs on this machine; --model names a remote one.
 
     \b
     Example:
       imessage-finetune chat "are you free tonight?"
     """
-    backend, config = _backend(ctx)
-    if model_id is None:
-        path = artifacts.MODEL.path(config.artifacts_dir)
-        if not path.is_file():
-            raise click.UsageError("no model yet: run `imessage-finetune run train` or give --model")
-        model_id = load_json(path.read_bytes())["model_id"]
+    config = _config(ctx)
+    path = artifacts.MODEL.path(config.artifacts_dir)
+    trained = load_json(path.read_bytes()) if path.is_file() else None
+    if model_id is None and trained is None:
+        raise click.UsageError("no model yet: run `imessage-finetune run train` or give --model")
+    system_prompt = config.dataset.system_prompt
+    reply: Callable[[list[dict[str, str]]], Iterator[str]]
+    if model_id is None and trained["backend"] == "local":
+        from .backends.local.chat import LocalChat
+
+        click.echo(f"chat: loading {trained['model_id']} (local)", err=True)
+        if trained["demonstration"]:
+            click.echo(f"chat: {trained['notice']}", err=True)
+        reply = LocalChat(trained, config.artifacts_dir, config.base_dir, config.finetune.local).stream
+        system_prompt = trained["system_prompt"]
+    else:
+        from .upload import make_backend
+
+        backend = make_backend(config)
+        remote_model = model_id or trained["model_id"]
+        reply = lambda history: backend.chat_stream(remote_model, history)  # noqa: E731
     history: list[dict[str, str]] = []
-    if config.dataset.system_prompt:
-        history.append({"role": "system", "content": config.dataset.system_prompt})
+    if system_prompt:
+        history.append({"role": "system", "content": system_prompt})
     prompts = [prompt] if prompt else None
     while True:
         if prompts is not None:
@@ -361,12 +383,12 @@ def chat_command(ctx: click.Context, prompt: str | None, model_id: str | None) -
                 click.echo(err=True)
                 return
         history.append({"role": "user", "content": text})
-        reply = []
-        for piece in backend.chat_stream(model_id, history):
+        pieces = []
+        for piece in reply(history):
             click.echo(piece, nl=False)
-            reply.append(piece)
+            pieces.append(piece)
         click.echo()
-        history.append({"role": "assistant", "content": "".join(reply)})
+        history.append({"role": "assistant", "content": "".join(pieces)})
 
 
 @cli.command(name="forget")

@@ -76,11 +76,40 @@ class DatasetConfig:
     split_seed: int = 0
 
 
+DEMO_BASE_MODEL = "demo"
+DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """`[finetune.local]`: LoRA fine-tuning of an open-weights model on this machine."""
+
+    base_model: str = DEFAULT_BASE_MODEL
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+    learning_rate: float = 2e-4
+    epochs: int = 3
+    batch_size: int = 4
+    max_seq_length: int = 1024
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    checkpoint_steps: int = 50
+    max_new_tokens: int = 200
+    temperature: float = 0.7
+
+    @property
+    def is_demo(self) -> bool:
+        """True for the tiny random model the package builds for demonstrations."""
+        return self.base_model == DEMO_BASE_MODEL
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     """`[finetune]`: where and how to fine-tune; the model also sets tokenizer, limits, price."""
 
-    backend: Literal["openai"] = "openai"
+    backend: Literal["local", "openai"] = "local"
     base_url: str = ""
     api_key_file: str = ""
     model: str = "gpt-4.1-mini-2025-04-14"
@@ -102,6 +131,7 @@ class FinetuneConfig:
             "gpt-4o-2024-08-06": 25.0,
         }
     )
+    local: LocalConfig = LocalConfig()
 
 
 @dataclass(frozen=True)
@@ -205,16 +235,22 @@ def _build_section(cls: type, section: str, values: dict[str, Any], where: str) 
                 f"{where}: unknown key {section}.{key}; known keys in [{section}]: "
                 + ", ".join(sorted(known))
             )
+    nested = {
+        key: _build_section(hints[key], f"{section}.{key}", value, where)
+        for key, value in values.items()
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict)
+    }
     for key, value in values.items():
-        if not _matches(value, hints[key]):
+        if key not in nested and not _matches(value, hints[key]):
             raise ConfigError(
                 f"{where}: {section}.{key} must be {_describe(hints[key])}, got {value!r}"
             )
     coerced = {
         k: float(v) if hints[k] is float else dict(sorted(v.items())) if isinstance(v, dict) else v
         for k, v in values.items()
+        if k not in nested
     }
-    return cls(**coerced)
+    return cls(**coerced, **nested)
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -239,6 +275,8 @@ def _matches(value: Any, hint: Any) -> bool:
 
 
 def _describe(hint: Any) -> str:
+    if dataclasses.is_dataclass(hint):
+        return "a table"
     origin = get_origin(hint)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(hint))
@@ -296,6 +334,20 @@ def _check_semantics(config: Config, where: str) -> None:
         raise ConfigError(
             f"{where}: finetune.max_cost must be 0 or more; poll_interval, deadline_hours and "
             "request_timeout more than 0"
+        )
+    local = finetune.local
+    for key in ("lora_rank", "lora_alpha", "epochs", "batch_size", "max_seq_length", "checkpoint_steps", "max_new_tokens"):
+        if getattr(local, key) <= 0:
+            raise ConfigError(f"{where}: finetune.local.{key} must be more than 0, got {getattr(local, key)}")
+    if not 0 <= local.lora_dropout < 1 or local.learning_rate <= 0 or local.temperature < 0:
+        raise ConfigError(
+            f"{where}: finetune.local.lora_dropout must be at least 0 and below 1, learning_rate "
+            "more than 0 and temperature 0 or more (0 answers greedily)"
+        )
+    if not local.base_model.strip() or not local.target_modules:
+        raise ConfigError(
+            f'{where}: finetune.local.base_model must name a model (a Hugging Face id, a folder, or "demo") '
+            'and target_modules must be "all-linear" or a list of module names'
         )
     if not dataset.ai_sender.strip():
         raise ConfigError(f'{where}: dataset.ai_sender must be "me" or a sender\'s name or handle')

@@ -1,5 +1,10 @@
-"""Stage `train`: one fine-tuning job for the uploaded dataset, followed to the end, and
-the resulting model id in `artifacts/model.json`.
+"""Stage `train`: the fine-tuned model, described in `artifacts/model.json`.
+
+With the local backend (`train_local`), a LoRA adapter is trained on this machine from
+train.jsonl and published in `artifacts/local-model/adapter/`; nothing is sent anywhere.
+
+With a remote backend (`train`), one fine-tuning job runs for the uploaded dataset and is
+followed to the end.
 
 The job is tagged with the dataset's hash and the training parameters. Before creating one,
 the service is asked for a job with those tags, so a rerun after a crash, a kill or Ctrl-C
@@ -12,15 +17,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from . import artifacts
 from .atomic import atomic_write
 from .backends.base import FineTuneBackend, Job, JobEvent, follow_job
-from .config import FinetuneConfig
+from .config import Config, FinetuneConfig
+from .errors import FineTuneError
+from .fingerprint import file_digest
 from .jsonio import dump_json, load_json
 from .validation import validate_document
 
@@ -132,3 +141,164 @@ def train(
     with atomic_write(artifacts.MODEL.path(out_dir)) as handle:
         handle.write(dump_json(model))
     return model
+
+
+# [finetune.local] keys that do not change the trained weights: changing them retrains nothing.
+LOCAL_NOT_TRAINING_KEYS = ("checkpoint_steps", "max_new_tokens", "temperature")
+LOCAL_LIBRARIES = ("torch", "transformers", "peft")
+DEMO_NOTICE = (
+    "DEMONSTRATION: the base model is the tiny random model imessage-finetune builds itself; "
+    "it shows the pipeline working and learns nothing useful. For a real model set "
+    '[finetune.local] base_model = "Qwen/Qwen2.5-0.5B-Instruct".'
+)
+
+
+def local_training_params(config: Config) -> dict[str, Any]:
+    """What the local training's result depends on, besides the data (the stage's parameters)."""
+    from .backends.local.tiny_model import DEMO_MODEL_VERSION
+
+    local = config.section("finetune")["local"]
+    params = {k: v for k, v in local.items() if k not in LOCAL_NOT_TRAINING_KEYS}
+    if config.finetune.local.is_demo:
+        params["demo_model_version"] = DEMO_MODEL_VERSION
+    return params
+
+
+def local_library_versions() -> dict[str, str]:
+    """Versions of the libraries that train (read from metadata: nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in LOCAL_LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "absent"
+    return found
+
+
+def train_local(
+    config: Config,
+    out_dir: Path,
+    *,
+    on_start: Callable[[str, int, int], None] | None = None,
+    on_event: Callable[[Any], None] | None = None,
+    on_resume: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune a LoRA adapter on train.jsonl on this machine; publish it and model.json.
+
+    `on_start` gets the device, the number of examples and the number of steps. A run that
+    was stopped resumes from its checkpoint when its data and settings are unchanged.
+    """
+    from .backends import local
+    from .backends.local.checkpoints import CheckpointStore
+
+    local.require()
+    local.quiet_libraries()
+    from .backends.local import base_model
+    from .backends.local.examples import ExampleBuilder
+    from .backends.local.trainer import steps_per_epoch, train_adapter
+
+    settings = config.finetune.local
+    device = local.resolve_device(settings.device)
+    source = base_model.locate(settings.base_model, config.base_dir, out_dir)
+    model, tokenizer, revision = base_model.load(source, device)
+    files = {"train": artifacts.TRAIN.path(out_dir)}
+    if config.dataset.validation_share > 0 and artifacts.VALIDATION.path(out_dir).is_file():
+        files["validation"] = artifacts.VALIDATION.path(out_dir)
+    builders = {kind: ExampleBuilder(tokenizer, settings.max_seq_length) for kind in files}
+    tokenized = {kind: builders[kind].build(_jsonl(path)) for kind, path in files.items()}
+    if not tokenized["train"]:
+        raise FineTuneError(
+            f"no training example is left after rendering with {settings.base_model}'s chat template "
+            f"(dropped: {dict(builders['train'].stats.dropped)}); raise [finetune.local] max_seq_length "
+            "or check that train.jsonl has assistant replies"
+        )
+    digests = {kind: file_digest(path) for kind, path in files.items()}
+    run_id = hashlib.sha256(
+        json.dumps(
+            {"files": digests, "params": local_training_params(config), "revision": revision, "device": device},
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:32]
+    if on_start is not None:
+        on_start(device, len(tokenized["train"]), steps_per_epoch(len(tokenized["train"]), settings.batch_size) * settings.epochs)
+    store = CheckpointStore(artifacts.CHECKPOINTS.path(out_dir))
+    adapted, result = train_adapter(
+        model,
+        tokenized["train"],
+        tokenized.get("validation", []),
+        settings,
+        pad_token_id=tokenizer.pad_token_id,
+        device=device,
+        store=store,
+        run_id=run_id,
+        on_event=on_event,
+        on_resume=on_resume,
+    )
+    adapter = _publish_adapter(adapted, artifacts.ADAPTER.path(out_dir), settings.base_model)
+    store.clear()
+    stats = builders["train"].stats.as_dict()
+    document = {
+        "backend": "local",
+        "model_id": f"{settings.base_model}+lora-{adapter[:12]}",
+        "base_model": settings.base_model,
+        "base_model_revision": revision,
+        "demonstration": source.is_demo,
+        "notice": DEMO_NOTICE if source.is_demo else None,
+        "adapter_path": artifacts.ADAPTER.filename,
+        "adapter_sha256": adapter,
+        "device": device,
+        "hyperparameters": {k: v for k, v in local_training_params(config).items() if k not in ("base_model", "seed", "device")},
+        "seed": settings.seed,
+        "system_prompt": config.dataset.system_prompt,
+        "training_file": {"name": artifacts.TRAIN.filename, "sha256": digests["train"]},
+        "validation_file": (
+            {"name": artifacts.VALIDATION.filename, "sha256": digests["validation"]} if "validation" in files else None
+        ),
+        "examples": stats,
+        "validation_examples": len(tokenized.get("validation", [])),
+        "steps": result.steps,
+        "trained_tokens": stats["trained_tokens"] * settings.epochs,
+        "train_loss_start": result.train_loss_start,
+        "train_loss": result.train_loss,
+        "validation_loss_start": result.validation_loss_start,
+        "validation_loss": result.validation_loss,
+        "versions": local_library_versions(),
+    }
+    validate_document(artifacts.MODEL, document)
+    with atomic_write(artifacts.MODEL.path(out_dir)) as handle:
+        handle.write(dump_json(document))
+    return document
+
+
+def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, "rb") as handle:
+        for line in handle:
+            if line.strip():
+                yield load_json(line)
+
+
+def _publish_adapter(model: Any, folder: Path, base_model: str) -> str:
+    """Save the adapter into `folder` (replaced whole); return its weights' sha256.
+
+    The adapter's config names the base model as configured, not the folder it was loaded
+    from, so two builds in different places write the same bytes.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        model.save_pretrained(staging)
+        config_path = staging / "adapter_config.json"
+        adapter_config = json.loads(config_path.read_text(encoding="utf-8"))
+        adapter_config["base_model_name_or_path"] = base_model
+        if isinstance(adapter_config.get("target_modules"), list):  # peft writes a set's order
+            adapter_config["target_modules"] = sorted(adapter_config["target_modules"])
+        (staging / "README.md").unlink(missing_ok=True)  # peft's empty model-card template
+        config_path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return file_digest(folder / "adapter_model.safetensors")

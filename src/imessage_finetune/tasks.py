@@ -349,7 +349,10 @@ def confirm_sending(disclosure: Any, config: Config) -> None:
 
 
 def add_finetune_tasks(namespace: dict[str, Any], pipe: Pipeline, dataset_targets: list[Path]) -> None:
-    """The remote stages: upload (receipt) and train (model id)."""
+    """The fine-tuning stages: train on this machine, or upload (receipt) and train (model id)."""
+    if pipe.config.finetune.backend == "local":
+        add_local_train_task(namespace, pipe, dataset_targets)
+        return
     from .model import TRAINING_KEYS, recorded_job_id, train
     from .upload import check_before_sending, endpoint, make_backend, upload_files
 
@@ -423,6 +426,61 @@ def add_finetune_tasks(namespace: dict[str, Any], pipe: Pipeline, dataset_target
         params={**{k: config.section("finetune")[k] for k in TRAINING_KEYS}, "endpoint": endpoint(config.finetune)},
         targets=[model_path],
         file_dep=[upload_path],
+        module="model.py",
+        clean=False,
+    )
+
+
+def add_local_train_task(namespace: dict[str, Any], pipe: Pipeline, dataset_targets: list[Path]) -> None:
+    """The local stage: a LoRA adapter trained here from train.jsonl; nothing is uploaded."""
+    from .model import DEMO_NOTICE, local_library_versions, local_training_params, train_local
+
+    config = pipe.config
+    adapter = pipe.path(artifacts.ADAPTER)
+
+    def train_stage() -> None:
+        pipe.prepare()
+        if config.finetune.local.is_demo:
+            say(f"train: {DEMO_NOTICE}")
+        with progress_bar("train") as progress:
+            every = [1]
+
+            def started(device: str, examples: int, steps: int) -> None:
+                every[0] = 1 if verbosity() > 1 else max(1, steps // 10)
+                say(f"train: {examples} examples, {steps} steps on {device} ({config.finetune.local.base_model})")
+
+            def event(e: Any) -> None:
+                if progress:
+                    progress(e.step, e.total_steps)
+                elif e.step % every[0] == 0 or e.step == e.total_steps:
+                    say(f"train: step {e.step}/{e.total_steps} (epoch {e.epoch}), training loss {e.loss}")
+
+            model = train_local(
+                config,
+                pipe.dir,
+                on_start=started,
+                on_event=event,
+                on_resume=lambda step, total: say(f"train: resuming from the checkpoint at step {step} of {total}"),
+            )
+        validation = (
+            f", validation loss {model['validation_loss_start']} -> {model['validation_loss']}"
+            if model["validation_loss"] is not None
+            else ""
+        )
+        say(
+            f"train: adapter {adapter} ({model['steps']} steps; loss on training examples "
+            f"{model['train_loss_start']} -> {model['train_loss']}{validation})"
+        )
+        say("train: talk to it with `imessage-finetune chat`")
+
+    namespace["task_train"] = stage_task(
+        pipe,
+        "train",
+        train_stage,
+        doc="Fine-tune a LoRA adapter on this machine from train.jsonl; writes model.json.",
+        params={"backend": "local", **local_training_params(config), "libraries": local_library_versions()},
+        targets=[pipe.path(artifacts.MODEL), *(adapter / name for name in artifacts.ADAPTER_FILES)],
+        file_dep=dataset_targets,
         module="model.py",
         clean=False,
     )

@@ -1,0 +1,81 @@
+"""The resumable state of a training run: adapter weights, optimiser, schedule, random state.
+
+Each checkpoint is a folder `step-00000040/` written completely under a temporary name and
+then renamed; `latest.json` (replaced atomically) names the newest and the run it belongs
+to. A kill at any moment leaves either the previous checkpoint or the new one, and a
+checkpoint of another run (other data, settings or base model) is never resumed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imessage_finetune.atomic import atomic_write
+from imessage_finetune.jsonio import dump_json, load_json
+
+POINTER = "latest.json"
+ADAPTER_FILE = "adapter.safetensors"
+STATE_FILE = "trainer.pt"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A saved point of a run: the step reached, and the tensors to restore."""
+
+    step: int
+    adapter: dict[str, Any]
+    state: dict[str, Any]
+
+
+class CheckpointStore:
+    """The checkpoints folder of one project."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def save(self, run_id: str, step: int, adapter: dict[str, Any], state: dict[str, Any]) -> None:
+        """Record `step` of run `run_id`; older checkpoints are removed once it is safe."""
+        import torch
+        from safetensors.torch import save_file
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"step-{step:08d}"
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.folder))
+        try:
+            save_file({k: v.detach().cpu().contiguous() for k, v in adapter.items()}, staging / ADAPTER_FILE)
+            torch.save(state, staging / STATE_FILE)
+            shutil.rmtree(self.folder / name, ignore_errors=True)
+            staging.rename(self.folder / name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        with atomic_write(self.folder / POINTER) as handle:
+            handle.write(dump_json({"run": run_id, "step": step, "folder": name}))
+        for old in self.folder.iterdir():
+            if old.name not in (name, POINTER):
+                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+
+    def load(self, run_id: str) -> Checkpoint | None:
+        """The newest checkpoint of run `run_id`, or None (none, or another run's)."""
+        import torch
+        from safetensors.torch import load_file
+
+        pointer = self.folder / POINTER
+        if not pointer.is_file():
+            return None
+        saved = load_json(pointer.read_bytes())
+        if saved.get("run") != run_id:
+            return None
+        folder = self.folder / saved["folder"]
+        return Checkpoint(
+            step=saved["step"],
+            adapter=load_file(folder / ADAPTER_FILE),
+            state=torch.load(folder / STATE_FILE, weights_only=True),
+        )
+
+    def clear(self) -> None:
+        """Remove every checkpoint (after a run finished, or before a different run starts)."""
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -1,0 +1,191 @@
+"""Training examples in the base model's own format: its chat template, and a loss mask that
+keeps only the assistant's replies.
+
+A line of train.jsonl is rendered with `tokenizer.apply_chat_template`. Each reply's place
+in the rendered text is found by rendering the conversation up to the reply (with the
+generation prompt) and up to its end: the tokens in between, the reply and its end-of-turn
+token (not the whitespace a template writes after it), are the ones the loss is computed on. Templates that rewrite earlier turns (some
+drop a reasoning part from past replies) make those spans unreliable: such a reply is then
+left untrained and counted, never trained on the wrong tokens.
+
+Before rendering, senders' names (OpenAI's `name`, which chat templates ignore) become a
+"Name: " prefix, consecutive messages of one role are joined (strict templates require
+alternating roles), and strings the tokenizer would read as its special tokens are
+neutralised. A conversation longer than `max_seq_length` is split after a reply into pieces
+that fit; an exchange that cannot fit alone is dropped and counted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+IGNORE = -100  # the label PyTorch's cross-entropy skips
+NEUTRALISED = "[special token]"
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message as rendered: role, text, and whether the loss covers it."""
+
+    role: str
+    content: str
+    trained: bool = False
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    """Token ids and labels (IGNORE outside the trained replies)."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def trained_tokens(self) -> int:
+        """How many tokens the loss covers."""
+        return sum(label != IGNORE for label in self.labels)
+
+
+@dataclass
+class ExampleStats:
+    """What happened to the conversations on their way to examples (for model.json)."""
+
+    conversations: int = 0
+    examples: int = 0
+    tokens: int = 0
+    trained_tokens: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    changed: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, keys sorted."""
+        return {
+            "conversations": self.conversations,
+            "examples": self.examples,
+            "tokens": self.tokens,
+            "trained_tokens": self.trained_tokens,
+            "dropped": dict(sorted(self.dropped.items())),
+            "changed": dict(sorted(self.changed.items())),
+        }
+
+
+def to_turns(messages: Sequence[Mapping[str, Any]], special: Sequence[str], stats: ExampleStats) -> list[Turn]:
+    """A train.jsonl conversation as alternating turns (names folded in, specials neutralised)."""
+    turns: list[Turn] = []
+    for message in messages:
+        role, content = message["role"], message["content"]
+        for token in special:
+            if token in content:
+                stats.changed["special_token_neutralised"] += content.count(token)
+                content = content.replace(token, NEUTRALISED)
+        if message.get("name"):
+            content = f"{message['name']}: {content}"
+            stats.changed["sender_name_as_prefix"] += 1
+        trained = role == "assistant" and message.get("weight", 1) != 0
+        if turns and turns[-1].role == role:
+            stats.changed["same_role_messages_joined"] += 1
+            last = turns.pop()
+            turns.append(Turn(role, f"{last.content}\n{content}", last.trained or trained))
+        else:
+            turns.append(Turn(role, content, trained))
+    return turns
+
+
+class ExampleBuilder:
+    """Turns conversations into tokenized examples for one tokenizer and length limit."""
+
+    def __init__(self, tokenizer: Any, max_seq_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_seq_length = max_seq_length
+        self.special = sorted(
+            {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+            | set(tokenizer.all_special_tokens),
+            key=len,
+            reverse=True,
+        )
+        self.stats = ExampleStats()
+
+    def build(self, conversations: Iterable[Mapping[str, Any]]) -> list[TokenizedExample]:
+        """Every conversation (a train.jsonl line) as one or more examples."""
+        examples = []
+        for line in conversations:
+            self.stats.conversations += 1
+            examples += self._conversation(to_turns(line["messages"], self.special, self.stats))
+        self.stats.examples = len(examples)
+        self.stats.tokens = sum(len(e.input_ids) for e in examples)
+        self.stats.trained_tokens = sum(e.trained_tokens for e in examples)
+        return examples
+
+    def _conversation(self, turns: list[Turn]) -> list[TokenizedExample]:
+        try:
+            whole = self._tokenize(turns)
+        except Exception as exc:  # jinja2's TemplateError, raised by the template itself
+            self.stats.dropped[f"rejected_by_chat_template: {str(exc)[:80]}"] += 1
+            return []
+        if whole is None:
+            self.stats.dropped["no_trained_reply"] += 1
+            return []
+        if len(whole.input_ids) <= self.max_seq_length:
+            return [whole]
+        self.stats.changed["conversations_split_to_fit_max_seq_length"] += 1
+        return self._split(turns)
+
+    def _split(self, turns: list[Turn]) -> list[TokenizedExample]:
+        """Pieces that each end on a reply and fit, greedily longest first."""
+        system = turns[:1] if turns[0].role == "system" else []
+        body = turns[len(system):]
+        reply_ends = [i + 1 for i, t in enumerate(body) if t.role == "assistant"]
+        pieces: list[TokenizedExample] = []
+        start = 0
+        while True:
+            ends = [e for e in reply_ends if e > start]
+            if not ends:
+                return pieces
+            best = None
+            for end in ends:
+                candidate = self._tokenize(system + body[start:end])
+                if candidate is not None and len(candidate.input_ids) > self.max_seq_length:
+                    break
+                best = (end, candidate)
+            if best is None:
+                self.stats.dropped["exchanges_longer_than_max_seq_length"] += 1
+                start = ends[0]
+                continue
+            end, piece = best
+            if piece is not None:
+                pieces.append(piece)
+            start = end
+
+    def _render(self, turns: Sequence[Turn], generation_prompt: bool) -> str:
+        return self.tokenizer.apply_chat_template(
+            [{"role": t.role, "content": t.content} for t in turns],
+            tokenize=False,
+            add_generation_prompt=generation_prompt,
+        )
+
+    def _tokenize(self, turns: list[Turn]) -> TokenizedExample | None:
+        """The rendered turns with their labels; None when no reply is trained."""
+        text = self._render(turns, False)
+        spans = []
+        for i, turn in enumerate(turns):
+            if not turn.trained:
+                continue
+            before = self._render(turns[:i], True) if i else ""
+            through = self._render(turns[: i + 1], False)
+            # The separator a template writes after the end-of-turn token is not the reply's.
+            end = len(through.rstrip())
+            if text.startswith(through) and through.startswith(before) and end > len(before):
+                spans.append((len(before), end))
+            else:
+                self.stats.changed["replies_untrained_template_rewrites_history"] += 1
+        if not spans:
+            return None
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = list(encoded["input_ids"])
+        labels = [
+            token if any(lo <= start < hi for lo, hi in spans) else IGNORE
+            for token, (start, _) in zip(ids, encoded["offset_mapping"])
+        ]
+        return TokenizedExample(ids, labels)

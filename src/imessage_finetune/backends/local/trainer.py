@@ -1,0 +1,237 @@
+"""The training loop: LoRA on the base model, one optimiser step per batch, resumable.
+
+Everything that decides the result comes from the seed: the adapter's initial weights, the
+order of the examples in each epoch (a permutation seeded by seed and epoch), dropout. A
+checkpoint holds the adapter, the optimiser and schedule, and the random state, so a run
+resumed from step k ends with the same weights as one that never stopped.
+
+Ctrl-C is taken between steps: the step in progress finishes, a checkpoint is saved and
+TrainingInterrupted says how to resume. A second Ctrl-C stops at once (the previous
+checkpoint stays).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from imessage_finetune.config import LocalConfig
+from imessage_finetune.errors import FineTuneError
+
+from .checkpoints import CheckpointStore
+from .examples import IGNORE, TokenizedExample
+
+WARMUP_SHARE = 0.05  # of all steps, with a linear rise, then a linear decay to 0
+MAX_GRAD_NORM = 1.0
+LOSS_SAMPLE = 64  # training examples the before/after loss is measured on
+
+
+class TrainingInterrupted(FineTuneError):
+    """Ctrl-C stopped training after a step; a checkpoint was saved there."""
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """One optimiser step: the loss of its batch (mean over the trained tokens)."""
+
+    step: int
+    total_steps: int
+    epoch: int
+    loss: float
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """How the run went: steps, where it resumed, and the loss before and after."""
+
+    steps: int
+    resumed_from_step: int
+    train_loss_start: float
+    train_loss: float
+    validation_loss_start: float | None
+    validation_loss: float | None
+
+
+def steps_per_epoch(examples: int, batch_size: int) -> int:
+    """Batches in one pass (the last one may be smaller)."""
+    return math.ceil(examples / batch_size)
+
+
+def train_adapter(
+    model: Any,
+    train: Sequence[TokenizedExample],
+    validation: Sequence[TokenizedExample],
+    settings: LocalConfig,
+    *,
+    pad_token_id: int,
+    device: str,
+    store: CheckpointStore,
+    run_id: str,
+    on_event: Callable[[StepEvent], None] | None = None,
+    on_resume: Callable[[int, int], None] | None = None,
+) -> tuple[Any, TrainingResult]:
+    """Train a LoRA adapter on `train`; return the adapted model and how it went."""
+    import torch
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    if device == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(settings.seed)
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=settings.lora_rank,
+            lora_alpha=settings.lora_alpha,
+            lora_dropout=settings.lora_dropout,
+            target_modules=settings.target_modules,
+            task_type="CAUSAL_LM",
+        ),
+    )
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.0)
+    per_epoch = steps_per_epoch(len(train), settings.batch_size)
+    total = per_epoch * settings.epochs
+    warmup = max(1, round(total * WARMUP_SHARE))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
+    )
+    sample = loss_sample(train)
+
+    def evaluate(examples: Sequence[TokenizedExample]) -> float:
+        return mean_loss(model, examples, settings.batch_size, pad_token_id, device)
+
+    checkpoint = store.load(run_id)
+    if checkpoint is None:
+        store.clear()
+        start = 0
+        baseline = {"train": evaluate(sample), "validation": evaluate(validation) if validation else None}
+    else:
+        set_peft_model_state_dict(model, checkpoint.adapter)
+        optimizer.load_state_dict(checkpoint.state["optimizer"])
+        schedule.load_state_dict(checkpoint.state["schedule"])
+        torch.set_rng_state(checkpoint.state["rng"])
+        start, baseline = checkpoint.step, checkpoint.state["baseline"]
+        if on_resume is not None:
+            on_resume(start, total)
+
+    def save(step: int) -> None:
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "rng": torch.get_rng_state(),
+            "baseline": baseline,
+        }
+        store.save(run_id, step, get_peft_model_state_dict(model), state)
+
+    model.train()
+    order: tuple[int, list[int]] = (-1, [])
+    with _deferred_interrupt() as interrupted:
+        for step in range(start, total):
+            epoch, index = divmod(step, per_epoch)
+            if order[0] != epoch:
+                order = (epoch, _epoch_order(len(train), settings.seed, epoch))
+            batch = [train[i] for i in order[1][index * settings.batch_size : (index + 1) * settings.batch_size]]
+            loss = _batch_loss(model, batch, pad_token_id, device)
+            loss.backward()
+            loss = loss.detach()
+            torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            if on_event is not None:
+                on_event(StepEvent(step + 1, total, epoch + 1, round(loss.item(), 4)))
+            if interrupted():
+                save(step + 1)
+                raise TrainingInterrupted(
+                    f"training stopped at step {step + 1} of {total}; a checkpoint was saved: run "
+                    "`doit train` again to resume from it"
+                )
+            if (step + 1) % settings.checkpoint_steps == 0 and step + 1 < total:
+                save(step + 1)
+    result = TrainingResult(
+        steps=total,
+        resumed_from_step=start,
+        train_loss_start=round(baseline["train"], 4),
+        train_loss=round(evaluate(sample), 4),
+        validation_loss_start=None if baseline["validation"] is None else round(baseline["validation"], 4),
+        validation_loss=round(evaluate(validation), 4) if validation else None,
+    )
+    return model, result
+
+
+def loss_sample(train: Sequence[TokenizedExample]) -> list[TokenizedExample]:
+    """The training examples the loss before and after training is measured on (evenly spread)."""
+    return list(train[:: max(1, len(train) // LOSS_SAMPLE)][:LOSS_SAMPLE])
+
+
+def mean_loss(model: Any, examples: Sequence[TokenizedExample], batch_size: int, pad_token_id: int, device: str) -> float:
+    """The loss per trained token over `examples`, without dropout or gradients."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(examples), batch_size):
+            batch = examples[start : start + batch_size]
+            total += float(_batch_loss(model, batch, pad_token_id, device, "sum"))
+            tokens += sum(label != IGNORE for e in batch for label in e.labels[1:])
+    model.train(was_training)
+    return total / max(tokens, 1)
+
+
+def _batch_loss(model: Any, batch: Sequence[TokenizedExample], pad_token_id: int, device: str, reduction: str = "mean") -> Any:
+    """Cross-entropy of each next token, over the trained tokens only."""
+    import torch
+
+    ids, labels, mask = _collate(batch, pad_token_id, device)
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=IGNORE, reduction=reduction
+    )
+
+
+@contextmanager
+def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
+    """Hold a first Ctrl-C until the current step is done; a second one stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    requested: list[bool] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(requested)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _epoch_order(count: int, seed: int, epoch: int) -> list[int]:
+    import torch
+
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(count, generator=generator).tolist()
+
+
+def _collate(batch: Sequence[TokenizedExample], pad_token_id: int, device: str) -> tuple[Any, Any, Any]:
+    import torch
+
+    width = max(len(e.input_ids) for e in batch)
+    ids = [e.input_ids + [pad_token_id] * (width - len(e.input_ids)) for e in batch]
+    labels = [e.labels + [IGNORE] * (width - len(e.labels)) for e in batch]
+    mask = [[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in batch]
+    return (
+        torch.tensor(ids, device=device),
+        torch.tensor(labels, device=device),
+        torch.tensor(mask, device=device),
+    )
