@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,11 @@ def run(ctx: click.Context, stage: str, force: bool, yes: bool) -> None:
       imessage-finetune run snapshot --force
     """
     config = _config(ctx)
+    if stage == "upload" and config.finetune.backend == "local":
+        raise click.UsageError(
+            "the local backend sends nothing, so there is no upload stage: run "
+            "`imessage-finetune run train`, or set [finetune] backend = \"openai\""
+        )
     if yes:
         _set_env(ctx, YES_ENV, "1")
     if force:
@@ -397,22 +403,26 @@ def chat_command(ctx: click.Context, prompt: str | None, model_id: str | None) -
 def forget_command(ctx: click.Context, yes: bool) -> None:
     """Forget the upload receipt, the job and the model (they stay at the service).
 
-    The next `run train` then uploads (or finds) the files and starts a new job.
+    The next `run train` then uploads (or finds) the files and starts a new job. With the
+    local backend: delete model.json, the adapter and any checkpoint, so the next `run train`
+    trains from the start.
 
     \b
     Example:
       imessage-finetune forget --yes
     """
     config = _config(ctx)
-    present = [a.path(config.artifacts_dir) for a in artifacts.RECEIPTS if a.path(config.artifacts_dir).exists()]
+    local = config.finetune.backend == "local"
+    forgettable = (artifacts.MODEL, artifacts.ADAPTER, artifacts.CHECKPOINTS) if local else artifacts.RECEIPTS
+    present = [a.path(config.artifacts_dir) for a in forgettable if a.path(config.artifacts_dir).exists()]
     if not present:
         click.echo("nothing to forget", err=True)
         return
     if not yes and not click.confirm(f"Forget {', '.join(p.name for p in present)}?", err=True):
         raise click.exceptions.Exit(1)
     for path in present:
-        path.unlink()
-    run_doit(config, ["forget", "upload", "train"])
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    run_doit(config, ["forget", "train"] if local else ["forget", "upload", "train"])
     click.echo(f"forgot {', '.join(p.name for p in present)}", err=True)
 
 

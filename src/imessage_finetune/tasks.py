@@ -299,7 +299,7 @@ def doit_namespace(config: Config) -> dict[str, Any]:
             config.finetune,
             counter_for(config.finetune.model),
         )
-        for line in report_lines(summary.report):
+        for line in report_lines(summary.report, sends=config.finetune.backend != "local"):
             say(line)
 
     dataset_targets = [pipe.path(artifacts.TRAIN), pipe.path(artifacts.DATASET_REPORT)]
@@ -491,8 +491,8 @@ def _schema(artifact: artifacts.Artifact) -> Path:
     return artifact.schema_path
 
 
-def report_lines(report: dict[str, Any]) -> list[str]:
-    """The dataset report as a few lines for the terminal."""
+def report_lines(report: dict[str, Any], *, sends: bool = True) -> list[str]:
+    """The dataset report as a few lines for the terminal (`sends`: the backend is remote)."""
     tokens = report["tokens_per_example"] or {"min": 0, "median": 0, "p95": 0, "max": 0}
     cost = report["estimated_cost_usd"]
     price = f"${cost:.2f}" if cost is not None else "unknown (no price for this model in config)"
@@ -509,6 +509,6 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         f"  tokens per example: min {tokens['min']}, median {tokens['median']}, p95 {tokens['p95']}, "
         f"max {tokens['max']}; over the {report['token_limit']} limit: {report['examples_over_limit']}",
         f"  {report['model']}, {report['n_epochs']} epochs: {report['billed_tokens']} billed tokens, "
-        f"estimated cost {price}",
+        f"estimated cost {price}" + ("" if sends else " if sent to OpenAI (the local backend sends nothing)"),
         f"  left out: {left_out or 'nothing'}",
     ]
