@@ -58,10 +58,12 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) ->
     return model_json(folder)
 
 
-def test_train_goes_from_chat_db_to_an_adapter_that_reloads_and_chats(tmp_path: Path, tiny_model: Path) -> None:
+def test_train_goes_from_chat_db_to_an_adapter_that_reloads_and_chats(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The loss on the training examples goes down, the saved adapter is the trained one,
-    a rerun trains nothing, and `chat` answers from the adapter."""
-    config = project(tmp_path, tiny_model, dataset="validation_share = 0.2\n")
+    a rerun trains nothing, and `chat` answers from the adapter with the training prompt."""
+    config = project(tmp_path, tiny_model, dataset='validation_share = 0.2\nsystem_prompt = "You are me."\n')
     result = train(config)
     assert result["exit"] == "0", result.stderr
     model = model_json(tmp_path)
@@ -73,11 +75,12 @@ def test_train_goes_from_chat_db_to_an_adapter_that_reloads_and_chats(tmp_path: 
     assert not (tmp_path / "out" / artifacts.CHECKPOINTS.filename).exists()
     assert oct((tmp_path / "out" / artifacts.ADAPTER.filename).stat().st_mode & 0o777) == "0o700"
 
-    from imessage_finetune.backends.local import base_model
+    from imessage_finetune.backends.local import base_model, quiet_libraries
     from imessage_finetune.backends.local.examples import ExampleBuilder
     from imessage_finetune.backends.local.trainer import loss_sample, mean_loss
     from peft import PeftModel
 
+    quiet_libraries()
     base, tokenizer, _ = base_model.load(base_model.locate(str(tiny_model), tmp_path, tmp_path / "out"), "cpu")
     lines = [json.loads(x) for x in (tmp_path / "out" / artifacts.TRAIN.filename).read_text().splitlines()]
     sample = loss_sample(ExampleBuilder(tokenizer, 1024).build(lines))
@@ -88,10 +91,16 @@ def test_train_goes_from_chat_db_to_an_adapter_that_reloads_and_chats(tmp_path: 
     again = train(config)
     assert again["train"] == "up-to-date", again.stderr
 
+    from imessage_finetune.backends.local.chat import LocalChat
+
+    asked: list[Any] = []
+    real_stream = LocalChat.stream
+    monkeypatch.setattr(LocalChat, "stream", lambda self, messages: asked.append(messages) or real_stream(self, messages))
     chat = CliRunner().invoke(cli, ["--config", str(config), "chat", "are you free tonight?"])
     assert chat.exit_code == 0, chat.output
     assert chat.stdout.strip(), "the model generated nothing"
     assert "(local)" in chat.stderr
+    assert asked == [[{"role": "system", "content": "You are me."}, {"role": "user", "content": "are you free tonight?"}]]
 
 
 def test_ctrl_c_saves_a_checkpoint_and_the_rerun_resumes_to_the_same_adapter(

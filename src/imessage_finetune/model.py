@@ -237,7 +237,6 @@ def train_local(
         on_resume=on_resume,
     )
     adapter = _publish_adapter(adapted, artifacts.ADAPTER.path(out_dir), settings.base_model)
-    store.clear()
     stats = builders["train"].stats.as_dict()
     document = {
         "backend": "local",
@@ -269,6 +268,7 @@ def train_local(
     validate_document(artifacts.MODEL, document)
     with atomic_write(artifacts.MODEL.path(out_dir)) as handle:
         handle.write(dump_json(document))
+    store.clear()  # only now: a kill before model.json is written resumes, not restarts
     return document
 
 

@@ -442,6 +442,8 @@ def add_local_train_task(namespace: dict[str, Any], pipe: Pipeline, dataset_targ
         pipe.prepare()
         if config.finetune.local.is_demo:
             say(f"train: {DEMO_NOTICE}")
+        else:
+            say(f"train: loading {config.finetune.local.base_model} (downloaded into the Hugging Face cache the first time)")
         with progress_bar("train") as progress:
             every = [1]
 

@@ -7,7 +7,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from imessage_finetune import artifacts
 from imessage_finetune.config import LocalConfig
 
 from . import base_model, quiet_libraries, require, resolve_device
@@ -68,7 +67,3 @@ class LocalChat:
         if failure:
             raise failure[0]
 
-
-def adapter_dir(artifacts_dir: Path) -> Path:
-    """Where the trained adapter is published."""
-    return artifacts.ADAPTER.path(artifacts_dir)
