@@ -57,6 +57,18 @@ def test_text_that_spells_a_special_token_is_neutralised(tokenizer: Any) -> None
     assert builder.stats.changed == {"special_token_neutralised": 1}
 
 
+def test_a_conversation_that_opens_with_a_reply_trains_the_reply_not_its_header(tokenizer: Any) -> None:
+    builder = ExampleBuilder(tokenizer, 1024)
+    [example] = builder.build([line(("assistant", "morning!"), ("user", "hi"), ("assistant", "coffee?"))])
+    assert trained_text(tokenizer, example) == "morning!<|im_end|>coffee?<|im_end|>"
+
+
+def test_a_sender_name_that_spells_a_special_token_is_neutralised_too(tokenizer: Any) -> None:
+    builder = ExampleBuilder(tokenizer, 1024)
+    [example] = builder.build([line(("user", "hi", {"name": "Eve<|im_end|>"}), ("assistant", "no"))])
+    assert example.input_ids.count(tokenizer.convert_tokens_to_ids("<|im_end|>")) == 2
+
+
 def test_a_reply_with_weight_0_is_context_not_target(tokenizer: Any) -> None:
     builder = ExampleBuilder(tokenizer, 1024)
     [example] = builder.build([line(("user", "a"), ("assistant", "old", {"weight": 0}), ("user", "b"), ("assistant", "new"))])
@@ -110,7 +122,7 @@ def test_a_conversation_the_template_refuses_is_dropped_with_its_reason(tokenize
     finally:
         tokenizer.chat_template = original
     assert len(examples) == 1
-    assert builder.stats.dropped == {"rejected_by_chat_template: Conversations must start with the user": 1}
+    assert builder.stats.dropped == {"rejected_by_chat_template": 1}
 
 
 def test_the_demo_model_is_built_byte_for_byte_the_same(tmp_path: Path) -> None:

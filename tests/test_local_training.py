@@ -95,7 +95,7 @@ def test_train_goes_from_chat_db_to_an_adapter_that_reloads_and_chats(
 
     asked: list[Any] = []
     real_stream = LocalChat.stream
-    monkeypatch.setattr(LocalChat, "stream", lambda self, messages: asked.append(messages) or real_stream(self, messages))
+    monkeypatch.setattr(LocalChat, "stream", lambda self, messages: asked.append(list(messages)) or real_stream(self, messages))
     chat = CliRunner().invoke(cli, ["--config", str(config), "chat", "are you free tonight?"])
     assert chat.exit_code == 0, chat.output
     assert chat.stdout.strip(), "the model generated nothing"
@@ -136,15 +136,24 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path: Path, tiny_mode
     assert model_json(tmp_path) == uninterrupted
 
 
-def test_chat_settings_retrain_nothing_and_training_settings_retrain(tmp_path: Path, tiny_model: Path) -> None:
-    config = project(tmp_path, tiny_model, "epochs = 1\n")
+def test_chat_settings_retrain_nothing_and_training_settings_or_base_model_files_retrain(tmp_path: Path) -> None:
+    base = build_demo_model(tmp_path / "base")
+    config = project(tmp_path, base, "epochs = 1\n")
     assert train(config)["exit"] == "0"
-    config = project(tmp_path, tiny_model, "epochs = 1\ntemperature = 0.0\nmax_new_tokens = 5\ncheckpoint_steps = 3\n")
+    config = project(tmp_path, base, "epochs = 1\ntemperature = 0.0\nmax_new_tokens = 5\ncheckpoint_steps = 3\n")
     assert train(config)["train"] == "up-to-date"
-    status = CliRunner().invoke(cli, ["--config", str(project(tmp_path, tiny_model, "epochs = 2\n")), "status", "--json"])
-    stages = {s["name"]: s for s in json.loads(status.stdout)}
-    assert stages["train"]["status"] == "run" and stages["dataset"]["status"] == "up-to-date"
-    assert "epochs: 1 -> 2" in " ".join(stages["train"]["reasons"])
+
+    def train_status(config: Path) -> dict[str, Any]:
+        status = CliRunner().invoke(cli, ["--config", str(config), "status", "--json"])
+        stages = {s["name"]: s for s in json.loads(status.stdout)}
+        assert stages["dataset"]["status"] == "up-to-date"
+        return stages["train"]
+
+    stale = train_status(project(tmp_path, base, "epochs = 2\n"))
+    assert stale["status"] == "run" and "epochs: 1 -> 2" in " ".join(stale["reasons"])
+    (base / "generation_config.json").write_text('{"temperature": 0.1}')
+    stale = train_status(config)
+    assert stale["status"] == "run" and "generation_config.json changed" in " ".join(stale["reasons"])
 
 
 def test_a_base_model_that_cannot_be_found_offline_is_named_with_the_way_out(tmp_path: Path) -> None:

@@ -1,13 +1,14 @@
 """Atomic publication of artifacts: write a temporary file beside the target, sync, rename.
 
 A stage that fails or is killed leaves the previous good artifact or none, never a partial
-one. Temporary files are named `.<target>.tmp-<random>` so that `clean_stale_temporaries`
-can remove what a killed run left behind.
+one. Temporary files and folders are named `.<target>.tmp-<random>` so that
+`clean_stale_temporaries` can remove what a killed run left behind.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -83,13 +84,40 @@ def atomic_write(target: Path) -> Iterator[BinaryIO]:
         handle.flush()
 
 
+@contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a private temporary folder beside `target` that replaces it whole on success.
+
+    For outputs that are folders (a model, an adapter, a checkpoint). The old folder is
+    removed only once the new one is complete; on any exception the new one is discarded.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{TEMP_MARKER}", dir=target.parent))
+    try:
+        yield staging
+        if target.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}{TEMP_MARKER}", dir=target.parent))
+            os.replace(target, retired / target.name)
+            os.replace(staging, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+        _fsync_dir(target.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def clean_stale_temporaries(folder: Path) -> list[Path]:
-    """Remove temporary files a killed run left in `folder`; return what was removed."""
+    """Remove temporary files and folders a killed run left below `folder`; return them."""
     if not folder.is_dir():
         return []
-    removed = []
-    for path in folder.iterdir():
-        if path.name.startswith(".") and TEMP_MARKER in path.name and path.is_file():
+    removed: list[Path] = []
+    for path in sorted(folder.rglob(f".*{TEMP_MARKER}*")):
+        if any(parent in removed for parent in path.parents):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
             path.unlink(missing_ok=True)
-            removed.append(path)
-    return sorted(removed)
+        removed.append(path)
+    return removed

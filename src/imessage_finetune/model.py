@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from . import artifacts
-from .atomic import atomic_write
+from .atomic import atomic_dir, atomic_write
 from .backends.base import FineTuneBackend, Job, JobEvent, follow_job
 from .config import Config, FinetuneConfig
 from .errors import FineTuneError
@@ -197,7 +195,7 @@ def train_local(
     local.quiet_libraries()
     from .backends.local import base_model
     from .backends.local.examples import ExampleBuilder
-    from .backends.local.trainer import steps_per_epoch, train_adapter
+    from .backends.local.trainer import train_adapter
 
     settings = config.finetune.local
     device = local.resolve_device(settings.device)
@@ -221,8 +219,6 @@ def train_local(
             sort_keys=True,
         ).encode()
     ).hexdigest()[:32]
-    if on_start is not None:
-        on_start(device, len(tokenized["train"]), steps_per_epoch(len(tokenized["train"]), settings.batch_size) * settings.epochs)
     store = CheckpointStore(artifacts.CHECKPOINTS.path(out_dir))
     adapted, result = train_adapter(
         model,
@@ -233,6 +229,7 @@ def train_local(
         device=device,
         store=store,
         run_id=run_id,
+        on_start=None if on_start is None else lambda steps: on_start(device, len(tokenized["train"]), steps),
         on_event=on_event,
         on_resume=on_resume,
     )
@@ -285,20 +282,13 @@ def _publish_adapter(model: Any, folder: Path, base_model: str) -> str:
     The adapter's config names the base model as configured, not the folder it was loaded
     from, so two builds in different places write the same bytes.
     """
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_dir(folder) as staging:
         model.save_pretrained(staging)
         config_path = staging / "adapter_config.json"
         adapter_config = json.loads(config_path.read_text(encoding="utf-8"))
         adapter_config["base_model_name_or_path"] = base_model
         if isinstance(adapter_config.get("target_modules"), list):  # peft writes a set's order
             adapter_config["target_modules"] = sorted(adapter_config["target_modules"])
-        (staging / "README.md").unlink(missing_ok=True)  # peft's empty model-card template
         config_path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        (staging / "README.md").unlink(missing_ok=True)  # peft's empty model-card template
     return file_digest(folder / "adapter_model.safetensors")

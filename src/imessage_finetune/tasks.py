@@ -433,13 +433,16 @@ def add_finetune_tasks(namespace: dict[str, Any], pipe: Pipeline, dataset_target
 
 def add_local_train_task(namespace: dict[str, Any], pipe: Pipeline, dataset_targets: list[Path]) -> None:
     """The local stage: a LoRA adapter trained here from train.jsonl; nothing is uploaded."""
+    from .backends.local.base_model import folder_files
     from .model import DEMO_NOTICE, local_library_versions, local_training_params, train_local
 
     config = pipe.config
     adapter = pipe.path(artifacts.ADAPTER)
+    base_files = folder_files(config.finetune.local.base_model, config.base_dir)
 
-    def train_stage() -> None:
+    def train_stage() -> dict[str, Any]:
         pipe.prepare()
+        base_state = files_state(base_files)  # what this run trains on, recorded before it reads
         if config.finetune.local.is_demo:
             say(f"train: {DEMO_NOTICE}")
         else:
@@ -474,6 +477,7 @@ def add_local_train_task(namespace: dict[str, Any], pipe: Pipeline, dataset_targ
             f"{model['train_loss_start']} -> {model['train_loss']}{validation})"
         )
         say("train: talk to it with `imessage-finetune chat`")
+        return {"source": base_state}
 
     namespace["task_train"] = stage_task(
         pipe,
@@ -483,6 +487,7 @@ def add_local_train_task(namespace: dict[str, Any], pipe: Pipeline, dataset_targ
         params={"backend": "local", **local_training_params(config), "libraries": local_library_versions()},
         targets=[pipe.path(artifacts.MODEL), *(adapter / name for name in artifacts.ADAPTER_FILES)],
         file_dep=dataset_targets,
+        watched=base_files,
         module="model.py",
         clean=False,
     )

@@ -22,6 +22,7 @@ class BaseModelSource:
     name: str
     location: str
     is_demo: bool
+    is_folder: bool
 
 
 def locate(name: str, base_dir: Path, artifacts_dir: Path) -> BaseModelSource:
@@ -31,56 +32,93 @@ def locate(name: str, base_dir: Path, artifacts_dir: Path) -> BaseModelSource:
     like a path but is not a folder is an error; anything else is a Hugging Face id.
     """
     if name == DEMO_BASE_MODEL:
-        folder = artifacts.DEMO_BASE_MODEL.path(artifacts_dir)
-        if not (folder / "config.json").is_file():
-            from .tiny_model import build_demo_model
+        from .tiny_model import build_demo_model, is_current
 
+        folder = artifacts.DEMO_BASE_MODEL.path(artifacts_dir)
+        if not is_current(folder):
             build_demo_model(folder)
-        return BaseModelSource(name, str(folder), is_demo=True)
-    folder = (base_dir / Path(name).expanduser()).resolve()
+        return BaseModelSource(name, str(folder), is_demo=True, is_folder=True)
+    folder = _folder(name, base_dir)
     if folder.is_dir():
         if not (folder / "config.json").is_file():
             raise BaseModelNotFound(
                 f"[finetune.local] base_model {name!r} is a folder without config.json: point it at "
                 "a folder saved by transformers (save_pretrained) or a Hugging Face snapshot"
             )
-        return BaseModelSource(name, str(folder), is_demo=False)
+        return BaseModelSource(name, str(folder), is_demo=False, is_folder=True)
     if name.startswith(("/", ".", "~")) or name.count("/") > 1:
         raise BaseModelNotFound(
             f"[finetune.local] base_model folder {folder} does not exist: fix the path, or give "
             'a Hugging Face id such as "Qwen/Qwen2.5-0.5B-Instruct"'
         )
-    return BaseModelSource(name, name, is_demo=False)
+    return BaseModelSource(name, name, is_demo=False, is_folder=False)
 
 
-def load(source: BaseModelSource, device: str) -> tuple[Any, Any, str | None]:
-    """The base model on `device`, its tokenizer, and the Hub revision (commit) if known."""
+def folder_files(name: str, base_dir: Path) -> list[Path]:
+    """The files of a base model given as a folder (none for a Hub id or the demo model), so
+    that the train stage reruns when they change."""
+    folder = _folder(name, base_dir)
+    if name == DEMO_BASE_MODEL or not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _folder(name: str, base_dir: Path) -> Path:
+    return (base_dir / Path(name).expanduser()).resolve()
+
+
+def load(source: BaseModelSource, device: str, revision: str | None = None) -> tuple[Any, Any, str | None]:
+    """The base model on `device`, its tokenizer, and the Hub revision (commit) if known.
+
+    A Hub model already in the cache is used as it is there, without asking the Hub again;
+    it is downloaded only when missing. `revision` pins the commit (for `chat`, the one the
+    adapter was trained on).
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype = torch.float32
-    if device == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # Half precision is for GPUs that train in bfloat16; float16 without loss scaling
+    # loses small gradients, so other devices train in float32.
+    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+
+    def from_pretrained(local_only: bool) -> tuple[Any, Any]:
+        options: dict[str, Any] = {"revision": revision, "local_files_only": local_only}
+        return (
+            AutoTokenizer.from_pretrained(source.location, **options),
+            AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype, **options),
+        )
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source.location)
-        model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype)
+        try:
+            tokenizer, model = from_pretrained(local_only=True)
+        except OSError:
+            if source.is_folder:
+                raise
+            tokenizer, model = from_pretrained(local_only=False)
     except (OSError, ValueError) as exc:
-        raise _not_found(source, exc) from None
+        raise _cannot_load(source, exc) from None
     if tokenizer.chat_template is None:
         raise FineTuneError(
             f"base model {source.name!r} has no chat template: choose an instruct (chat) model, "
             'such as "Qwen/Qwen2.5-0.5B-Instruct"'
         )
     if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise FineTuneError(f"base model {source.name!r} has a tokenizer with neither a padding nor an end token")
         tokenizer.pad_token = tokenizer.eos_token
-    revision = getattr(model.config, "_commit_hash", None)
-    return model.to(device), tokenizer, revision
+    return model.to(device), tokenizer, getattr(model.config, "_commit_hash", None)
 
 
-def _not_found(source: BaseModelSource, exc: Exception) -> BaseModelNotFound:
+def _cannot_load(source: BaseModelSource, exc: Exception) -> FineTuneError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if source.is_folder or isinstance(exc, ValueError):
+        return FineTuneError(
+            f"cannot load base model {source.name!r} ({reason}): it must be a causal language "
+            "model with its tokenizer, as saved by transformers' save_pretrained, of an "
+            "architecture this version of transformers supports"
+        )
     from huggingface_hub.constants import HF_HUB_CACHE
 
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return BaseModelNotFound(
         f"cannot load base model {source.name!r}: it is not in the Hugging Face cache "
         f"({HF_HUB_CACHE}) and could not be downloaded ({reason}). Connect to the internet for "

@@ -23,7 +23,8 @@ class LocalChat:
         self.settings = settings
         self.device = resolve_device(settings.device)
         source = base_model.locate(model_json["base_model"], base_dir, artifacts_dir)
-        model, self.tokenizer, _ = base_model.load(source, self.device)
+        # The Hub commit the adapter was trained on, not whatever the cache holds now.
+        model, self.tokenizer, _ = base_model.load(source, self.device, model_json.get("base_model_revision"))
         adapter = artifacts_dir / model_json["adapter_path"]
         self.model = PeftModel.from_pretrained(model, str(adapter)).to(self.device).eval()
 

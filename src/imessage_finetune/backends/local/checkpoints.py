@@ -1,7 +1,7 @@
 """The resumable state of a training run: adapter weights, optimiser, schedule, random state.
 
 Each checkpoint is a folder `step-00000040/` written completely under a temporary name and
-then renamed; `latest.json` (replaced atomically) names the newest and the run it belongs
+then renamed (`atomic_dir`); `latest.json` (replaced atomically) names the newest and the run it belongs
 to. A kill at any moment leaves either the previous checkpoint or the new one, and a
 checkpoint of another run (other data, settings or base model) is never resumed.
 """
@@ -9,12 +9,11 @@ checkpoint of another run (other data, settings or base model) is never resumed.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imessage_finetune.atomic import atomic_write
+from imessage_finetune.atomic import atomic_dir, atomic_write
 from imessage_finetune.jsonio import dump_json, load_json
 
 POINTER = "latest.json"
@@ -42,16 +41,10 @@ class CheckpointStore:
         import torch
         from safetensors.torch import save_file
 
-        self.folder.mkdir(parents=True, exist_ok=True)
         name = f"step-{step:08d}"
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.folder))
-        try:
+        with atomic_dir(self.folder / name) as staging:
             save_file({k: v.detach().cpu().contiguous() for k, v in adapter.items()}, staging / ADAPTER_FILE)
             torch.save(state, staging / STATE_FILE)
-            shutil.rmtree(self.folder / name, ignore_errors=True)
-            staging.rename(self.folder / name)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         with atomic_write(self.folder / POINTER) as handle:
             handle.write(dump_json({"run": run_id, "step": step, "folder": name}))
         for old in self.folder.iterdir():

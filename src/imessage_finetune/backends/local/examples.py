@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from jinja2 import TemplateError
+
 IGNORE = -100  # the label PyTorch's cross-entropy skips
 NEUTRALISED = "[special token]"
 
@@ -76,13 +78,13 @@ def to_turns(messages: Sequence[Mapping[str, Any]], special: Sequence[str], stat
     turns: list[Turn] = []
     for message in messages:
         role, content = message["role"], message["content"]
+        if message.get("name"):
+            content = f"{message['name']}: {content}"
+            stats.changed["sender_name_as_prefix"] += 1
         for token in special:
             if token in content:
                 stats.changed["special_token_neutralised"] += content.count(token)
                 content = content.replace(token, NEUTRALISED)
-        if message.get("name"):
-            content = f"{message['name']}: {content}"
-            stats.changed["sender_name_as_prefix"] += 1
         trained = role == "assistant" and message.get("weight", 1) != 0
         if turns and turns[-1].role == role:
             stats.changed["same_role_messages_joined"] += 1
@@ -121,8 +123,9 @@ class ExampleBuilder:
     def _conversation(self, turns: list[Turn]) -> list[TokenizedExample]:
         try:
             whole = self._tokenize(turns)
-        except Exception as exc:  # jinja2's TemplateError, raised by the template itself
-            self.stats.dropped[f"rejected_by_chat_template: {str(exc)[:80]}"] += 1
+        except TemplateError:
+            # Counted, not quoted: a template's message may repeat the conversation's text.
+            self.stats.dropped["rejected_by_chat_template"] += 1
             return []
         if whole is None:
             self.stats.dropped["no_trained_reply"] += 1
@@ -165,6 +168,19 @@ class ExampleBuilder:
             add_generation_prompt=generation_prompt,
         )
 
+    def _prompt(self, turns: Sequence[Turn], reply: Turn) -> str | None:
+        """The text before `reply`: the turns so far and the reply's header (with the
+        template's own opening, such as a default system prompt, when the reply comes first)."""
+        try:
+            return self._render(turns, True)
+        except (TemplateError, ValueError):  # transformers refuses to render no turns at all
+            if turns:
+                return None
+        # The reply opens the conversation: everything before its text is the header.
+        alone = self._render([reply], False)
+        found = alone.rfind(reply.content)
+        return alone[:found] if found >= 0 else None
+
     def _tokenize(self, turns: list[Turn]) -> TokenizedExample | None:
         """The rendered turns with their labels; None when no reply is trained."""
         text = self._render(turns, False)
@@ -172,11 +188,11 @@ class ExampleBuilder:
         for i, turn in enumerate(turns):
             if not turn.trained:
                 continue
-            before = self._render(turns[:i], True) if i else ""
+            before = self._prompt(turns[:i], turn)
             through = self._render(turns[: i + 1], False)
             # The separator a template writes after the end-of-turn token is not the reply's.
             end = len(through.rstrip())
-            if text.startswith(through) and through.startswith(before) and end > len(before):
+            if before is not None and text.startswith(through) and through.startswith(before) and end > len(before):
                 spans.append((len(before), end))
             else:
                 self.stats.changed["replies_untrained_template_rewrites_history"] += 1

@@ -9,12 +9,13 @@ model to talk to.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
-# Bumped whenever the model below changes, so the train stage reruns.
+from imessage_finetune.atomic import atomic_dir
+
+# Bumped whenever the model below changes: the train stage reruns and the folder is rebuilt.
 DEMO_MODEL_VERSION = 1
+VERSION_FILE = "imessage-finetune-demo-version"
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
@@ -54,14 +55,14 @@ def build_demo_model(folder: Path) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = Qwen2ForCausalLM(config)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_dir(folder) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        (staging / VERSION_FILE).write_text(f"{DEMO_MODEL_VERSION}\n", encoding="utf-8")
     return folder
+
+
+def is_current(folder: Path) -> bool:
+    """True when `folder` holds the demo model of this version."""
+    marker = folder / VERSION_FILE
+    return marker.is_file() and marker.read_text(encoding="utf-8").strip() == str(DEMO_MODEL_VERSION)

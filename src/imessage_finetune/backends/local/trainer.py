@@ -50,16 +50,10 @@ class TrainingResult:
     """How the run went: steps, where it resumed, and the loss before and after."""
 
     steps: int
-    resumed_from_step: int
     train_loss_start: float
     train_loss: float
     validation_loss_start: float | None
     validation_loss: float | None
-
-
-def steps_per_epoch(examples: int, batch_size: int) -> int:
-    """Batches in one pass (the last one may be smaller)."""
-    return math.ceil(examples / batch_size)
 
 
 def train_adapter(
@@ -72,15 +66,43 @@ def train_adapter(
     device: str,
     store: CheckpointStore,
     run_id: str,
+    on_start: Callable[[int], None] | None = None,
     on_event: Callable[[StepEvent], None] | None = None,
     on_resume: Callable[[int, int], None] | None = None,
 ) -> tuple[Any, TrainingResult]:
-    """Train a LoRA adapter on `train`; return the adapted model and how it went."""
+    """Train a LoRA adapter on `train`; return the adapted model and how it went.
+
+    `on_start` gets the number of steps, `on_event` each step, `on_resume` the step a
+    checkpoint resumed at and the number of steps.
+    """
+    import torch
+
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _train(
+            model, train, validation, settings, pad_token_id, device, store, run_id, on_start, on_event, on_resume
+        )
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(
+    model: Any,
+    train: Sequence[TokenizedExample],
+    validation: Sequence[TokenizedExample],
+    settings: LocalConfig,
+    pad_token_id: int,
+    device: str,
+    store: CheckpointStore,
+    run_id: str,
+    on_start: Callable[[int], None] | None,
+    on_event: Callable[[StepEvent], None] | None,
+    on_resume: Callable[[int, int], None] | None,
+) -> tuple[Any, TrainingResult]:
     import torch
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
-    if device == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(settings.seed)
     model = get_peft_model(
         model,
@@ -94,13 +116,15 @@ def train_adapter(
     )
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.0)
-    per_epoch = steps_per_epoch(len(train), settings.batch_size)
+    per_epoch = math.ceil(len(train) / settings.batch_size)  # the last batch may be smaller
     total = per_epoch * settings.epochs
     warmup = max(1, round(total * WARMUP_SHARE))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
     )
     sample = loss_sample(train)
+    if on_start is not None:
+        on_start(total)
 
     def evaluate(examples: Sequence[TokenizedExample]) -> float:
         return mean_loss(model, examples, settings.batch_size, pad_token_id, device)
@@ -114,7 +138,7 @@ def train_adapter(
         set_peft_model_state_dict(model, checkpoint.adapter)
         optimizer.load_state_dict(checkpoint.state["optimizer"])
         schedule.load_state_dict(checkpoint.state["schedule"])
-        torch.set_rng_state(checkpoint.state["rng"])
+        _set_rng_state(checkpoint.state["rng"], device)
         start, baseline = checkpoint.step, checkpoint.state["baseline"]
         if on_resume is not None:
             on_resume(start, total)
@@ -123,7 +147,7 @@ def train_adapter(
         state = {
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
-            "rng": torch.get_rng_state(),
+            "rng": _rng_state(device),
             "baseline": baseline,
         }
         store.save(run_id, step, get_peft_model_state_dict(model), state)
@@ -145,7 +169,7 @@ def train_adapter(
             optimizer.zero_grad(set_to_none=True)
             if on_event is not None:
                 on_event(StepEvent(step + 1, total, epoch + 1, round(loss.item(), 4)))
-            if interrupted():
+            if interrupted() and step + 1 < total:
                 save(step + 1)
                 raise TrainingInterrupted(
                     f"training stopped at step {step + 1} of {total}; a checkpoint was saved: run "
@@ -155,7 +179,6 @@ def train_adapter(
                 save(step + 1)
     result = TrainingResult(
         steps=total,
-        resumed_from_step=start,
         train_loss_start=round(baseline["train"], 4),
         train_loss=round(evaluate(sample), 4),
         validation_loss_start=None if baseline["validation"] is None else round(baseline["validation"], 4),
@@ -214,6 +237,28 @@ def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
         yield lambda: bool(requested)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _rng_state(device: str) -> dict[str, Any]:
+    """The random state dropout draws from: the CPU's, and the accelerator's if one trains."""
+    import torch
+
+    state = {"cpu": torch.get_rng_state()}
+    if device == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state()
+    elif device == "mps":
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: str) -> None:
+    import torch
+
+    torch.set_rng_state(state["cpu"])
+    if device == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"])
+    elif device == "mps" and "mps" in state:
+        torch.mps.set_rng_state(state["mps"])
 
 
 def _epoch_order(count: int, seed: int, epoch: int) -> list[int]:

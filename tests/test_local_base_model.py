@@ -1,0 +1,44 @@
+"""Where the base model comes from: a folder, a Hugging Face id, or the demo model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers", reason="the local backend's extra is not installed: pip install -e '.[local]'")
+
+from imessage_finetune.backends.local.base_model import BaseModelNotFound, folder_files, locate  # noqa: E402
+from imessage_finetune.backends.local.tiny_model import VERSION_FILE  # noqa: E402
+
+
+def test_the_demo_model_is_built_once_and_rebuilt_when_its_version_changes(tmp_path: Path) -> None:
+    source = locate("demo", tmp_path, tmp_path / "out")
+    assert source.is_demo and (Path(source.location) / "model.safetensors").is_file()
+    marker = Path(source.location) / VERSION_FILE
+    built = marker.stat().st_mtime_ns
+    locate("demo", tmp_path, tmp_path / "out")
+    assert marker.stat().st_mtime_ns == built
+    marker.write_text("0\n")
+    locate("demo", tmp_path, tmp_path / "out")
+    assert marker.read_text() != "0\n"
+
+
+def test_a_folder_is_taken_relative_to_the_config_and_its_files_are_watched(tmp_path: Path) -> None:
+    (tmp_path / "models" / "mine").mkdir(parents=True)
+    (tmp_path / "models" / "mine" / "config.json").write_text("{}")
+    (tmp_path / "models" / "mine" / "model.safetensors").write_text("weights")
+    source = locate("models/mine", tmp_path, tmp_path / "out")
+    assert source.is_folder and source.location == str(tmp_path / "models" / "mine")
+    assert [p.name for p in folder_files("models/mine", tmp_path)] == ["config.json", "model.safetensors"]
+    assert folder_files("Qwen/Qwen2.5-0.5B-Instruct", tmp_path) == folder_files("demo", tmp_path) == []
+
+
+def test_a_hub_id_is_left_to_the_hub_and_a_wrong_folder_is_named(tmp_path: Path) -> None:
+    hub = locate("Qwen/Qwen2.5-0.5B-Instruct", tmp_path, tmp_path / "out")
+    assert not hub.is_folder and hub.location == "Qwen/Qwen2.5-0.5B-Instruct"
+    with pytest.raises(BaseModelNotFound, match=r"base_model folder .*/nope does not exist"):
+        locate("./nope", tmp_path, tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BaseModelNotFound, match="is a folder without config.json"):
+        locate("empty", tmp_path, tmp_path / "out")
