@@ -185,3 +185,15 @@ def test_a_device_this_machine_lacks_is_refused_with_the_fix() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(FineTuneError, match='set device = "auto"'):
             resolve_device("cuda")
+
+
+def test_each_epoch_covers_every_example_once_in_seeded_batches_of_similar_length() -> None:
+    from imessage_finetune.backends.local.trainer import epoch_batches
+
+    lengths = [(i * 37) % 101 + 1 for i in range(150)]
+    first = epoch_batches(lengths, 4, seed=42, epoch=0)
+    assert first == epoch_batches(lengths, 4, seed=42, epoch=0) != epoch_batches(lengths, 4, seed=42, epoch=1)
+    assert sorted(i for batch in first for i in batch) == list(range(150))
+    assert all(len(batch) <= 4 for batch in first) and len(first) == 38
+    padding = sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in first)
+    assert padding < 0.1 * sum(lengths)

@@ -28,6 +28,7 @@ from .examples import IGNORE, TokenizedExample
 
 WARMUP_SHARE = 0.05  # of all steps, with a linear rise, then a linear decay to 0
 MAX_GRAD_NORM = 1.0
+GROUP_BATCHES = 16  # batches whose examples are grouped by length (the order stays random)
 LOSS_SAMPLE = 64  # training examples the before/after loss is measured on
 
 
@@ -153,13 +154,13 @@ def _train(
         store.save(run_id, step, get_peft_model_state_dict(model), state)
 
     model.train()
-    order: tuple[int, list[int]] = (-1, [])
+    batches: tuple[int, list[list[int]]] = (-1, [])
     with _deferred_interrupt() as interrupted:
         for step in range(start, total):
             epoch, index = divmod(step, per_epoch)
-            if order[0] != epoch:
-                order = (epoch, _epoch_order(len(train), settings.seed, epoch))
-            batch = [train[i] for i in order[1][index * settings.batch_size : (index + 1) * settings.batch_size]]
+            if batches[0] != epoch:
+                batches = (epoch, epoch_batches([len(e.input_ids) for e in train], settings.batch_size, settings.seed, epoch))
+            batch = [train[i] for i in batches[1][index]]
             loss = _batch_loss(model, batch, pad_token_id, device)
             loss.backward()
             loss = loss.detach()
@@ -261,11 +262,19 @@ def _set_rng_state(state: dict[str, Any], device: str) -> None:
         torch.mps.set_rng_state(state["mps"])
 
 
-def _epoch_order(count: int, seed: int, epoch: int) -> list[int]:
+def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The batches of one epoch, as indices: a seeded shuffle, then examples of similar length
+    grouped within each run of GROUP_BATCHES batches, so little of a batch is padding."""
     import torch
 
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(count, generator=generator).tolist()
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    group = batch_size * GROUP_BATCHES
+    batches = []
+    for start in range(0, len(order), group):
+        similar = sorted(order[start : start + group], key=lambda i: (-lengths[i], i))
+        batches += [similar[i : i + batch_size] for i in range(0, len(similar), batch_size)]
+    return batches
 
 
 def _collate(batch: Sequence[TokenizedExample], pad_token_id: int, device: str) -> tuple[Any, Any, Any]:
