@@ -117,7 +117,7 @@ with tempfile.TemporaryDirectory() as out:
         weight_decay=0.0, max_grad_norm=1.0,
         logging_strategy="no", save_strategy="no", report_to=[], seed=settings.seed,
         use_cpu=True, dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False)
-    data = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
+    data = [{"input_ids": list(e.input_ids), "labels": list(e.labels)} for e in examples]
     state = Trainer(model=model, args=arguments, train_dataset=data, data_collator=collate).train()
 seconds = time.perf_counter() - start
 print(json.dumps({"train_s": seconds, "steps": state.global_step, "examples": len(examples),

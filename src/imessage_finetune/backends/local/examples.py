@@ -17,6 +17,7 @@ that fit; an exchange that cannot fit alone is dropped and counted.
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,10 +40,11 @@ class Turn:
 
 @dataclass(frozen=True)
 class TokenizedExample:
-    """Token ids and labels (IGNORE outside the trained replies)."""
+    """Token ids and labels (IGNORE outside the trained replies), as 32-bit arrays: a heavy
+    user's tens of millions of tokens would take ten times the memory as lists of ints."""
 
-    input_ids: list[int]
-    labels: list[int]
+    input_ids: array
+    labels: array
 
     @property
     def trained_tokens(self) -> int:
@@ -199,9 +201,12 @@ class ExampleBuilder:
         if not spans:
             return None
         encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids = list(encoded["input_ids"])
-        labels = [
-            token if any(lo <= start < hi for lo, hi in spans) else IGNORE
-            for token, (start, _) in zip(ids, encoded["offset_mapping"])
-        ]
+        ids = array("i", encoded["input_ids"])
+        labels = array(
+            "i",
+            (
+                token if any(lo <= start < hi for lo, hi in spans) else IGNORE
+                for token, (start, _) in zip(ids, encoded["offset_mapping"])
+            ),
+        )
         return TokenizedExample(ids, labels)

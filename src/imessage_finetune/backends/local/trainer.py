@@ -280,12 +280,13 @@ def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int
 def _collate(batch: Sequence[TokenizedExample], pad_token_id: int, device: str) -> tuple[Any, Any, Any]:
     import torch
 
-    width = max(len(e.input_ids) for e in batch)
-    ids = [e.input_ids + [pad_token_id] * (width - len(e.input_ids)) for e in batch]
-    labels = [e.labels + [IGNORE] * (width - len(e.labels)) for e in batch]
-    mask = [[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in batch]
-    return (
-        torch.tensor(ids, device=device),
-        torch.tensor(labels, device=device),
-        torch.tensor(mask, device=device),
-    )
+    shape = (len(batch), max(len(e.input_ids) for e in batch))
+    ids = torch.full(shape, pad_token_id, dtype=torch.long)
+    labels = torch.full(shape, IGNORE, dtype=torch.long)
+    mask = torch.zeros(shape, dtype=torch.long)
+    for row, example in enumerate(batch):
+        length = len(example.input_ids)
+        ids[row, :length] = torch.frombuffer(example.input_ids, dtype=torch.int32)
+        labels[row, :length] = torch.frombuffer(example.labels, dtype=torch.int32)
+        mask[row, :length] = 1
+    return ids.to(device), labels.to(device), mask.to(device)
