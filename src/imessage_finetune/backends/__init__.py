@@ -1,7 +1,10 @@
-"""Fine-tuning backends behind one protocol (`base.FineTuneBackend`).
+"""Fine-tuning backends.
 
-`openai_backend.OpenAIBackend` talks to OpenAI or any OpenAI-compatible endpoint; it is not
-imported here so that using the protocol and its values does not need the `openai` package.
+Remote services sit behind one protocol (`base.FineTuneBackend`): files, jobs, events,
+chat. `openai_backend.OpenAIBackend` talks to OpenAI or any OpenAI-compatible endpoint; it
+is not imported here so that using the protocol and its values does not need the `openai`
+package. `local` trains on this machine instead: there is no job to poll, so it is a
+training loop with the same reporting (steps, loss, Ctrl-C, resume), not a service.
 """
 
 from imessage_finetune.backends.base import (

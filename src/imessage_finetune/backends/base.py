@@ -1,7 +1,7 @@
 """What every fine-tuning backend offers, the values it returns, and the poll loop over it.
 
-A backend talks to one service (OpenAI or any OpenAI-compatible endpoint, later a local
-trainer). It never pays twice: `find_or_upload` reuses an upload of the same content,
+A backend talks to one service (OpenAI or any OpenAI-compatible endpoint; the local
+trainer in `backends.local` has no service and no jobs). It never pays twice: `find_or_upload` reuses an upload of the same content,
 `find_job` re-attaches to the job for the same dataset and parameters (found by metadata),
 and `create_job` reconciles an ambiguous create by listing before it retries. Statuses are open
 strings: anything outside `TERMINAL_STATUSES` (for example `pausing`) means "keep polling".
