@@ -26,6 +26,9 @@ SEED = 0
 
 def build_demo_model(folder: Path) -> Path:
     """Write the demo model and tokenizer into `folder` (replaced whole, never half-written)."""
+    from . import quiet_libraries
+
+    quiet_libraries()
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
