@@ -105,16 +105,21 @@ def _train(
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
     torch.manual_seed(settings.seed)
-    model = get_peft_model(
-        model,
-        LoraConfig(
-            r=settings.lora_rank,
-            lora_alpha=settings.lora_alpha,
-            lora_dropout=settings.lora_dropout,
-            target_modules=settings.target_modules,
-            task_type="CAUSAL_LM",
-        ),
+    lora = LoraConfig(
+        r=settings.lora_rank,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=settings.target_modules,
+        task_type="CAUSAL_LM",
     )
+    try:
+        model = get_peft_model(model, lora)
+    except ValueError as exc:  # peft: no module matches target_modules
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise FineTuneError(
+            f"[finetune.local] target_modules {settings.target_modules!r} do not fit this model ({exc}); "
+            f'use "all-linear" or some of its linear layers: {", ".join(linear)}'
+        ) from None
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.0)
     per_epoch = math.ceil(len(train) / settings.batch_size)  # the last batch may be smaller
