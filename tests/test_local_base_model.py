@@ -68,3 +68,30 @@ def test_a_model_without_a_chat_template_is_refused_with_what_to_choose(tmp_path
     (folder / "chat_template.jinja").unlink()
     with pytest.raises(FineTuneError, match="has no chat template: choose an instruct"):
         base_model.load(locate("plain", tmp_path, tmp_path / "out"), "cpu")
+
+
+def test_gradient_checkpointing_learns_the_same_adapter(tmp_path: Path) -> None:
+    """It trades time for memory; the adapter it learns is the same (to float rounding)."""
+    import torch
+
+    from imessage_finetune.backends.local import base_model
+    from imessage_finetune.backends.local.checkpoints import CheckpointStore
+    from imessage_finetune.backends.local.examples import ExampleBuilder
+    from imessage_finetune.backends.local.trainer import train_adapter
+    from imessage_finetune.config import LocalConfig
+
+    lines = [
+        {"messages": [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i % 3}"}]}
+        for i in range(12)
+    ]
+    adapters = []
+    for checkpointing in (False, True):
+        settings = LocalConfig(base_model="demo", epochs=2, learning_rate=5e-3, gradient_checkpointing=checkpointing)
+        model, tokenizer, _ = base_model.load(locate("demo", tmp_path, tmp_path / "out"), "cpu")
+        examples = ExampleBuilder(tokenizer, 256).build(lines)
+        adapted, result = train_adapter(model, examples, [], settings, pad_token_id=tokenizer.pad_token_id,
+                                        device="cpu", store=CheckpointStore(tmp_path / f"c{checkpointing}"), run_id="x")
+        assert result.train_loss < result.train_loss_start
+        adapters.append({k: v.detach().clone() for k, v in adapted.named_parameters() if "lora_" in k})
+    assert adapters[0].keys() == adapters[1].keys()
+    assert all(torch.allclose(adapters[0][k], adapters[1][k], atol=1e-5) for k in adapters[0])

@@ -93,6 +93,7 @@ class LocalConfig:
     epochs: int = 3
     batch_size: int = 4
     max_seq_length: int = 1024
+    gradient_checkpointing: bool = False
     seed: int = 42
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     checkpoint_steps: int = 50

@@ -105,6 +105,9 @@ def _train(
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
     torch.manual_seed(settings.seed)
+    if settings.gradient_checkpointing:
+        # Non-reentrant: frozen inputs need no grad hack, and dropout is replayed exactly.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lora = LoraConfig(
         r=settings.lora_rank,
         lora_alpha=settings.lora_alpha,
