@@ -71,15 +71,21 @@ def code_hash(modules: Iterable[str]) -> str:
     return digest.hexdigest()
 
 
+def package_versions(names: Iterable[str]) -> dict[str, str]:
+    """Installed versions of `names` from their metadata ("absent" if not installed): nothing
+    is imported."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
 @functools.cache
 def _versions() -> tuple[tuple[str, str], ...]:
-    versions = [("imessage-finetune", __version__)]
-    for name in KEY_DEPENDENCIES:
-        try:
-            versions.append((name, version(name)))
-        except PackageNotFoundError:
-            versions.append((name, "absent"))
-    return tuple(versions)
+    return (("imessage-finetune", __version__), *package_versions(KEY_DEPENDENCIES).items())
 
 
 def dependency_versions() -> dict[str, str]:

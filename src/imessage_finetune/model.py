@@ -27,7 +27,7 @@ from .atomic import atomic_dir, atomic_write
 from .backends.base import FineTuneBackend, Job, JobEvent, follow_job
 from .config import Config, FinetuneConfig
 from .errors import FineTuneError
-from .fingerprint import file_digest
+from .fingerprint import file_digest, package_versions
 from .jsonio import dump_json, load_json
 from .validation import validate_document
 
@@ -162,19 +162,6 @@ def local_training_params(config: Config) -> dict[str, Any]:
     return params
 
 
-def local_library_versions() -> dict[str, str]:
-    """Versions of the libraries that train (read from metadata: nothing is imported)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in LOCAL_LIBRARIES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "absent"
-    return found
-
-
 def train_local(
     config: Config,
     out_dir: Path,
@@ -260,7 +247,7 @@ def train_local(
         "train_loss": result.train_loss,
         "validation_loss_start": result.validation_loss_start,
         "validation_loss": result.validation_loss,
-        "versions": local_library_versions(),
+        "versions": package_versions(LOCAL_LIBRARIES),
     }
     validate_document(artifacts.MODEL, document)
     with atomic_write(artifacts.MODEL.path(out_dir)) as handle:

@@ -30,7 +30,7 @@ from .doit_state import BACKEND_NAME, DOIT_PLUGINS
 from .explain import ExplainingReporter, verbosity
 from .errors import FinetuneError, FineTuneError
 from .jsonio import load_json
-from .fingerprint import FilesUnchanged, StageFingerprint, files_state
+from .fingerprint import FilesUnchanged, StageFingerprint, files_state, package_versions
 from .lockfile import lock_path, record_stage
 from .snapshot import contacts_sources, source_files, take_snapshot, write_contacts
 
@@ -434,7 +434,7 @@ def add_finetune_tasks(namespace: dict[str, Any], pipe: Pipeline, dataset_target
 def add_local_train_task(namespace: dict[str, Any], pipe: Pipeline, dataset_targets: list[Path]) -> None:
     """The local stage: a LoRA adapter trained here from train.jsonl; nothing is uploaded."""
     from .backends.local.base_model import folder_files
-    from .model import DEMO_NOTICE, local_library_versions, local_training_params, train_local
+    from .model import DEMO_NOTICE, LOCAL_LIBRARIES, local_training_params, train_local
 
     config = pipe.config
     adapter = pipe.path(artifacts.ADAPTER)
@@ -447,17 +447,18 @@ def add_local_train_task(namespace: dict[str, Any], pipe: Pipeline, dataset_targ
             say(f"train: {DEMO_NOTICE}")
         else:
             say(f"train: loading {config.finetune.local.base_model} (downloaded into the Hugging Face cache the first time)")
+        every = 1  # steps between two lines of progress, when no bar is drawn
         with progress_bar("train") as progress:
-            every = [1]
 
             def started(device: str, examples: int, steps: int) -> None:
-                every[0] = 1 if verbosity() > 1 else max(1, steps // 10)
+                nonlocal every
+                every = 1 if verbosity() > 1 else max(1, steps // 10)
                 say(f"train: {examples} examples, {steps} steps on {device} ({config.finetune.local.base_model})")
 
             def event(e: Any) -> None:
                 if progress:
                     progress(e.step, e.total_steps)
-                elif e.step % every[0] == 0 or e.step == e.total_steps:
+                elif e.step % every == 0 or e.step == e.total_steps:
                     say(f"train: step {e.step}/{e.total_steps} (epoch {e.epoch}), training loss {e.loss}")
 
             model = train_local(
@@ -484,7 +485,7 @@ def add_local_train_task(namespace: dict[str, Any], pipe: Pipeline, dataset_targ
         "train",
         train_stage,
         doc="Fine-tune a LoRA adapter on this machine from train.jsonl; writes model.json.",
-        params={"backend": "local", **local_training_params(config), "libraries": local_library_versions()},
+        params={"backend": "local", **local_training_params(config), "libraries": package_versions(LOCAL_LIBRARIES)},
         targets=[pipe.path(artifacts.MODEL), *(adapter / name for name in artifacts.ADAPTER_FILES)],
         file_dep=dataset_targets,
         watched=base_files,

@@ -57,6 +57,20 @@ class TrainingResult:
     validation_loss: float | None
 
 
+@contextmanager
+def _deterministic_algorithms() -> Iterator[None]:
+    """PyTorch's deterministic kernels while training, the caller's setting restored after."""
+    import torch
+
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+@_deterministic_algorithms()
 def train_adapter(
     model: Any,
     train: Sequence[TokenizedExample],
@@ -76,31 +90,6 @@ def train_adapter(
     `on_start` gets the number of steps, `on_event` each step, `on_resume` the step a
     checkpoint resumed at and the number of steps.
     """
-    import torch
-
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        return _train(
-            model, train, validation, settings, pad_token_id, device, store, run_id, on_start, on_event, on_resume
-        )
-    finally:
-        torch.use_deterministic_algorithms(deterministic)
-
-
-def _train(
-    model: Any,
-    train: Sequence[TokenizedExample],
-    validation: Sequence[TokenizedExample],
-    settings: LocalConfig,
-    pad_token_id: int,
-    device: str,
-    store: CheckpointStore,
-    run_id: str,
-    on_start: Callable[[int], None] | None,
-    on_event: Callable[[StepEvent], None] | None,
-    on_resume: Callable[[int, int], None] | None,
-) -> tuple[Any, TrainingResult]:
     import torch
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
