@@ -197,3 +197,18 @@ def test_each_epoch_covers_every_example_once_in_seeded_batches_of_similar_lengt
     assert all(len(batch) <= 4 for batch in first) and len(first) == 38
     padding = sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in first)
     assert padding < 0.1 * sum(lengths)
+
+
+def test_chat_says_what_to_do_when_model_json_or_the_adapter_is_damaged(
+    tmp_path: Path, tiny_model: Path, uninterrupted: dict[str, Any]
+) -> None:
+    config = project(tmp_path, tiny_model)
+    (tmp_path / "out").mkdir()
+    model_path = tmp_path / "out" / artifacts.MODEL.filename
+    model_path.write_text('{"backend":')
+    chat = CliRunner().invoke(cli, ["--config", str(config), "chat", "hi"])
+    assert chat.exit_code == 1 and "model.json is damaged: run `imessage-finetune run train`" in chat.stderr
+    model_path.write_text(json.dumps(uninterrupted))  # a good model.json, but no adapter here
+    chat = CliRunner().invoke(cli, ["--config", str(config), "chat", "hi"])
+    assert chat.exit_code == 1 and "the trained adapter is missing from" in chat.stderr
+    assert "Traceback" not in chat.output

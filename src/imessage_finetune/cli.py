@@ -20,7 +20,7 @@ import click
 from . import __version__
 from .chatdb.connection import open_chat_db
 from .config import CONFIG_ENV, Config, FinetuneConfig, find_config, load_config
-from .errors import FinetuneError
+from .errors import FinetuneError, SchemaValidationError
 from .overview import conversations, diagnose
 from .chatdb.contacts import ContactBook
 from .snapshot import contacts_sources, read_contacts
@@ -28,6 +28,7 @@ from .explain import VERBOSITY_ENV, StageStatus, dag_lines, plan, stage_statuses
 from .lockfile import verify
 from . import artifacts
 from .jsonio import dump_json, load_json
+from .validation import validate_document
 from .tasks import YES_ENV, Pipeline, doit_namespace, run_doit
 
 STAGES = ("snapshot", "sessions", "merged", "dataset", "upload", "train")
@@ -353,8 +354,7 @@ def chat_command(ctx: click.Context, prompt: str | None, model_id: str | None) -
       imessage-finetune chat "are you free tonight?"
     """
     config = _config(ctx)
-    path = artifacts.MODEL.path(config.artifacts_dir)
-    trained = load_json(path.read_bytes()) if path.is_file() else None
+    trained = _trained_model(config)
     if model_id is None and trained is None:
         raise click.UsageError("no model yet: run `imessage-finetune run train` or give --model")
     system_prompt = config.dataset.system_prompt
@@ -395,6 +395,21 @@ def chat_command(ctx: click.Context, prompt: str | None, model_id: str | None) -
             pieces.append(piece)
         click.echo()
         history.append({"role": "assistant", "content": "".join(pieces)})
+
+
+def _trained_model(config: Config) -> dict[str, Any] | None:
+    """artifacts/model.json, checked against its schema; None before the first training."""
+    path = artifacts.MODEL.path(config.artifacts_dir)
+    if not path.is_file():
+        return None
+    try:
+        document = load_json(path.read_bytes())
+        validate_document(artifacts.MODEL, document)
+    except (ValueError, SchemaValidationError):
+        raise click.ClickException(
+            f"{path} is damaged: run `imessage-finetune run train` to rebuild it"
+        ) from None
+    return document
 
 
 @cli.command(name="forget")

@@ -7,7 +7,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from imessage_finetune import artifacts
 from imessage_finetune.config import LocalConfig
+from imessage_finetune.errors import FineTuneError
 
 from . import base_model, quiet_libraries, require, resolve_device
 
@@ -26,6 +28,11 @@ class LocalChat:
         # The Hub commit the adapter was trained on, not whatever the cache holds now.
         model, self.tokenizer, _ = base_model.load(source, self.device, model_json.get("base_model_revision"))
         adapter = artifacts_dir / model_json["adapter_path"]
+        if not all((adapter / name).is_file() for name in artifacts.ADAPTER_FILES):
+            raise FineTuneError(
+                f"the trained adapter is missing from {adapter}: run `imessage-finetune run train` "
+                "to train it again"
+            )
         self.model = PeftModel.from_pretrained(model, str(adapter)).to(self.device).eval()
 
     def stream(self, messages: Sequence[Mapping[str, str]]) -> Iterator[str]:
