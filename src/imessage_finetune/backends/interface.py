@@ -1,0 +1,104 @@
+"""The one interface of a training backend, and of the models it trains.
+
+Every backend (`local`: PyTorch + peft on this machine; `mlx`: mlx-lm on Apple silicon;
+`openai`: OpenAI or a compatible service) is reached through `Backend`, and the model it
+trained, or the base model it started from, through `ChatModel`. `chat`, `serve`,
+`evaluate` and `export` use only these, so nothing outside `backends/` asks which backend
+it is: the choice is made once, from the config, by `backends.backend_for`.
+
+Library code: nothing here prints, prompts or exits; progress goes through callbacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+Messages = Sequence[Mapping[str, Any]]
+"""A conversation in OpenAI's chat form: `{"role", "content"}` (and `name`, `weight`)."""
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How one reply is generated. `temperature` 0 answers greedily; `seed` makes sampling
+    repeatable (the same messages, settings and seed give the same reply)."""
+
+    max_tokens: int = 200
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int | None = 42
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Usage:
+    """Filled in by a `Completion` once it is exhausted."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"  # "stop" (end of turn or a stop string) or "length"
+
+
+class Completion(Iterator[str]):
+    """A reply as it is generated: iterate for the text pieces; `usage` is complete once the
+    iteration ends. `close()` stops the generation early (a client that went away)."""
+
+    usage: Usage
+
+    def close(self) -> None:
+        """Stop generating; the pieces not yet produced are never computed."""
+
+
+class ChatModel(Protocol):
+    """A model ready to answer: a tuned model, or the base model it was trained from."""
+
+    model_id: str
+    """The id users call it by (model.json's `model_id`, or the base model's name)."""
+
+    system_prompt: str
+    """The system prompt the model was trained with ("" for none)."""
+
+    def stream(self, messages: Messages, settings: GenerationSettings) -> Completion:
+        """The reply to `messages`, piece by piece."""
+        ...
+
+    def score(self, conversations: Iterable[Messages]) -> float | None:
+        """Mean loss in nats per token of the assistant turns of `conversations` (those tokens
+        only, in the model's own chat template, with the context before them); None when the
+        backend cannot score text (a remote service)."""
+        ...
+
+
+@dataclass(frozen=True)
+class TrainingCallbacks:
+    """How a backend reports while it trains (the stage turns these into lines or a bar)."""
+
+    on_start: Callable[[str, int, int], None] | None = None  # device, examples, steps
+    on_step: Callable[[Any], None] | None = None  # an event with step, total_steps, epoch, loss
+    on_resume: Callable[[int, int], None] | None = None  # step resumed at, total steps
+    on_message: Callable[[str], None] | None = None  # a line worth showing (job status...)
+
+
+class Backend(Protocol):
+    """A place to fine-tune: chosen once from `[finetune] backend`."""
+
+    name: str
+    """"local", "mlx" or "openai"; recorded in model.json's `backend`."""
+
+    sends_data: bool
+    """True when training sends the conversations off this machine (asks first)."""
+
+    def training_keys(self) -> tuple[str, ...]:
+        """The config keys whose change gives another trained model (the train stage's)."""
+        ...
+
+    def load(self, model: Mapping[str, Any], *, tuned: bool = True) -> ChatModel:
+        """The model model.json describes (`tuned`), or the base model it was trained from."""
+        ...
+
+    def export(self, model: Mapping[str, Any], folder: Path) -> Path:
+        """Write the tuned model, adapter merged into the base weights, as a Hugging Face
+        folder into `folder` (replaced whole); raise for a backend with nothing to export."""
+        ...
