@@ -61,7 +61,12 @@ class ChatModel(Protocol):
     """The system prompt the model was trained with ("" for none)."""
 
     def stream(self, messages: Messages, settings: GenerationSettings) -> Completion:
-        """The reply to `messages`, piece by piece."""
+        """The reply to `messages`, piece by piece.
+
+        When the last message is the assistant's, it is a reply already begun: a model that
+        can (local, mlx) continues it, rendering the conversation with the template's
+        `continue_final_message`, and yields only the continuation (evaluate's private-text
+        probe needs this). A chat service that cannot answers after it instead."""
         ...
 
     def score(self, conversations: Iterable[Messages]) -> float | None:
