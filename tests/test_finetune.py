@@ -173,3 +173,41 @@ def test_doit_clean_keeps_the_receipt_and_the_model(tmp_path: Path, fake_openai:
     assert (tmp_path / "out" / artifacts.UPLOAD.filename).exists()
     assert (tmp_path / "out" / artifacts.MODEL.filename).exists()
     assert not (tmp_path / "out" / artifacts.TRAIN.filename).exists()
+
+
+def test_an_outage_while_following_is_reported_and_outlived(
+    tmp_path: Path, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run train` through a bad minute of the service: the job read answers 500, 500, then
+    429 (Retry-After 1), its events once 503; each is said on stderr and tried again, and the
+    run ends with the model id, one uploaded file and one job (virtual time: no real waits)."""
+    from click.testing import CliRunner
+
+    from imessage_finetune.backends import base
+    from imessage_finetune.cli import cli
+    from test_openai_backend import VirtualTime
+
+    clock = VirtualTime()
+    monkeypatch.setattr(base, "time", clock)
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv("IMESSAGE_FINETUNE_STRICT_API", "1")
+    config = project(tmp_path, fake_openai)
+    config.write_text(config.read_text().replace("poll_interval = 0.01", "poll_interval = 10"))
+    job_path = "/v1/fine_tuning/jobs/ftjob-fake000001"  # the stand-in's ids count up from 1
+    fake_openai.add_fault("GET", job_path, "error", status=500, times=2)
+    fake_openai.add_fault("GET", job_path, "error", status=429, headers={"retry-after": "1"})
+    fake_openai.add_fault("GET", f"{job_path}/events", "error", status=503)
+
+    result = CliRunner().invoke(cli, ["--config", str(config), "run", "train", "--yes"])
+
+    assert result.exit_code == 0, result.output
+    model = model_json(tmp_path)
+    assert model["model_id"] == fake_openai.state.jobs["ftjob-fake000001"].fine_tuned_model
+    assert creations(fake_openai) == (1, 1)
+    said = [line for line in result.stderr.splitlines() if "trying again in" in line]
+    assert len(said) == 4, result.stderr
+    for line, (status, delay) in zip(said, [(500, "10 s"), (500, "20 s"), (429, "1 s"), (503, "10 s")]):
+        assert f"HTTP {status}" in line and f"trying again in {delay}" in line and "the job runs on" in line
+    assert said[3].startswith("train: reading the events of job ftjob-fake000001")
+    assert clock.sleeps[:4] == [10, 20, 1, 10]
+    assert f"fine-tuned model {model['model_id']}" in result.stderr

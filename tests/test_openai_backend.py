@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from fake_openai import API_KEY, FakeOpenAI
-from imessage_finetune.backends import Job, JobEvent, follow_job
+from imessage_finetune.backends import Job, JobEvent, ReadFailure, follow_job
 from imessage_finetune.backends.openai_backend import OpenAIBackend
 from imessage_finetune.errors import (
     FineTuneAuthError,
@@ -221,6 +221,100 @@ def test_follow_job_stops_at_the_deadline_and_leaves_the_job_running(fake_openai
         follow_job(backend, job.id, deadline=25, poll_interval=10, sleep=sleep, clock=lambda: now[0])
     assert sleeps == [10, 10, 5]
     assert fake_openai.state.jobs[job.id].status == "validating_files"
+    assert fake_openai.requests_to("POST", f"{JOBS}/{job.id}/cancel") == []
+
+
+class VirtualTime:
+    """A clock that only moves when the code under test sleeps; the sleeps are recorded."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_following_a_job_outlives_500_429_and_503_replies(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    """Reading a job is idempotent: 500, 500, 429 (Retry-After 1) on the job and 503 on its
+    events are each reported and tried again (a poll interval doubling, or the delay the
+    service asked for), one attempt per request, and the job is followed to its model id."""
+    backend, file_id = _uploaded(fake_openai, tmp_path)
+    job = _create(backend, file_id)
+    fake_openai.add_fault("GET", f"{JOBS}/{job.id}", "error", status=500, times=2)
+    fake_openai.add_fault("GET", f"{JOBS}/{job.id}", "error", status=429, headers={"retry-after": "1"})
+    fake_openai.add_fault("GET", f"{JOBS}/{job.id}/events", "error", status=503)
+    time = VirtualTime()
+    failures: list[ReadFailure] = []
+
+    done = follow_job(
+        backend, job.id, deadline=3600, poll_interval=10, on_retry=failures.append, sleep=time.sleep, clock=time.monotonic
+    )
+
+    assert done.status == "succeeded" and done.fine_tuned_model
+    assert [(f.error.status, f.failures, f.delay) for f in failures] == [(500, 1, 10), (500, 2, 20), (429, 3, 1), (503, 1, 10)]
+    assert "reading job" in str(failures[0].error) and "HTTP 500" in str(failures[0].error)
+    assert "try again later" not in str(failures[0].error)  # the loop is trying again
+    assert "reading the events of job" in str(failures[3].error) and "HTTP 503" in str(failures[3].error)
+    assert time.sleeps[:4] == [10, 20, 1, 10] and set(time.sleeps[4:]) == {10}
+    reads = fake_openai.requests_to("GET", f"{JOBS}/{job.id}")
+    assert [r.status for r in reads if not r.path.endswith("/events")][:4] == [500, 500, 429, 200]
+    assert [r.status for r in reads if r.path.endswith("/events")][:2] == [503, 200]
+    assert {r.retry_count for r in reads} == {0}  # the SDK did not retry behind the loop's back
+    assert len(fake_openai.state.jobs) == 1 and len(fake_openai.state.files) == 2  # training + results
+
+
+def test_following_a_job_outlives_timeouts_and_dropped_connections(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    """No reply within the timeout, a connection closed without a reply, retry-after-ms: all retried."""
+    _, file_id = _uploaded(fake_openai, tmp_path)
+    backend = _backend(fake_openai, timeout=0.3)
+    job = _create(backend, file_id)
+    fake_openai.add_fault("GET", f"{JOBS}/{job.id}", "slow_before", delay=0.6)
+    fake_openai.add_fault("GET", f"{JOBS}/{job.id}", "drop_before")
+    fake_openai.add_fault("GET", f"{JOBS}/{job.id}", "error", status=429, retry_after_ms=2500)
+    time = VirtualTime()
+    failures: list[ReadFailure] = []
+    done = follow_job(backend, job.id, deadline=3600, poll_interval=4, on_retry=failures.append, sleep=time.sleep, clock=time.monotonic)
+    assert done.status == "succeeded"
+    messages = [str(f.error) for f in failures]
+    assert "no reply from" in messages[0] and "within 0.3 s" in messages[0]
+    assert "cannot reach" in messages[1]
+    assert [f.delay for f in failures] == [4, 8, 2.5]
+
+
+def test_a_final_error_ends_following_at_once(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    """404 (and 400/401/403) cannot pass by waiting: no retry, no sleep, the service's words."""
+    backend = _backend(fake_openai)
+    time = VirtualTime()
+    failures: list[ReadFailure] = []
+    with pytest.raises(FineTuneError, match="HTTP 404, code fine_tune_not_found") as caught:
+        follow_job(backend, "ftjob-nope", deadline=3600, poll_interval=10, on_retry=failures.append, sleep=time.sleep, clock=time.monotonic)
+    assert caught.value.status == 404 and not isinstance(caught.value, FineTuneUnavailable)
+    assert failures == [] and time.sleeps == []
+    assert len(fake_openai.requests_to("GET", f"{JOBS}/ftjob-nope")) == 1
+
+
+def test_an_outage_that_outlasts_the_deadline_stops_following_and_says_why(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    """The backoff doubles up to the deadline, never past it; the error names the last failure
+    and the job's last status, and the job is left running."""
+    backend, file_id = _uploaded(fake_openai, tmp_path)
+    job = _create(backend, file_id)
+    time = VirtualTime()
+
+    def outage_begins(seen: Job) -> None:  # after the first good read, the service goes down
+        fake_openai.add_fault("GET", f"{JOBS}/{job.id}", "error", status=502, times=100)
+
+    with pytest.raises(FineTuneStillRunning) as caught:
+        follow_job(backend, job.id, deadline=100, poll_interval=10, on_status=outage_begins, sleep=time.sleep, clock=time.monotonic)
+    assert time.sleeps == [10, 10, 20, 40, 20]
+    text = str(caught.value)
+    assert "last seen queued" in text and "still failing after 100 s" in text and "HTTP 502" in text
+    assert "keeps running on the service" in text
+    assert fake_openai.state.jobs[job.id].status == "queued"
     assert fake_openai.requests_to("POST", f"{JOBS}/{job.id}/cancel") == []
 
 

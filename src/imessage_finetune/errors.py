@@ -107,7 +107,16 @@ class FineTuneRefused(FineTuneError):
 
 
 class FineTuneUnavailable(FineTuneError):
-    """Timeouts, dropped connections, 429 or 5xx replies persisted through every retry."""
+    """A timeout, a dropped connection, a 429 or a 5xx reply (after the retries asked for).
+
+    `retry_after` is the delay in seconds the service asked for (Retry-After), if any.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str | None = None, retry_after: float | None = None
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, status=status, code=code)
 
 
 class FineTuneJobFailed(FineTuneError):
@@ -125,9 +134,14 @@ class FineTuneJobFailed(FineTuneError):
 class FineTuneStillRunning(FineTuneError):
     """The job did not finish before the deadline; it keeps running and can be re-attached."""
 
-    def __init__(self, job_id: str, status: str, waited: float) -> None:
+    def __init__(self, job_id: str, status: str | None, waited: float, *, last_error: str | None = None) -> None:
         self.job_id, self.job_status = job_id, status
-        super().__init__(
-            f"fine-tuning job {job_id} is still {status} after {waited:.0f} s; it keeps running "
-            "on the service: run the stage again to follow it, or cancel it"
-        )
+        if last_error is None:
+            what = f"fine-tuning job {job_id} is still {status} after {waited:.0f} s"
+        else:  # the deadline came during an outage: say what the service last answered
+            seen = f"last seen {status}" if status else "not read yet"
+            what = (
+                f"fine-tuning job {job_id} ({seen}): the service was still failing after {waited:.0f} s "
+                f"([finetune] deadline_hours), last with: {last_error}"
+            )
+        super().__init__(f"{what}; it keeps running on the service: run the stage again to follow it, or cancel it")

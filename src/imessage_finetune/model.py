@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from . import artifacts
 from .atomic import atomic_dir, atomic_write
-from .backends.base import FineTuneBackend, Job, JobEvent, follow_job
+from .backends.base import FineTuneBackend, Job, JobEvent, ReadFailure, follow_job
 from .config import Config, FinetuneConfig
 from .errors import FineTuneError
 from .fingerprint import file_digest, package_versions
@@ -100,9 +99,10 @@ def train(
     on_start: Callable[[Job, bool], None] | None = None,
     on_status: Callable[[Job], None] | None = None,
     on_event: Callable[[JobEvent], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    on_retry: Callable[[ReadFailure], None] | None = None,
+    sleep: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
-    """Start or resume the job, follow it to success and publish model.json."""
+    """Start or resume the job, follow it to success (through outages) and publish model.json."""
     job, created = start_or_resume(backend, receipt, finetune, out_dir)
     if on_start is not None:
         on_start(job, created)
@@ -113,6 +113,7 @@ def train(
         poll_interval=finetune.poll_interval,
         on_status=on_status,
         on_event=on_event,
+        on_retry=on_retry,
         sleep=sleep,
     )
     price = finetune.price_per_million_tokens.get(finetune.model)

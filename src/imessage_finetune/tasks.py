@@ -389,6 +389,14 @@ def add_finetune_tasks(namespace: dict[str, Any], pipe: Pipeline, dataset_target
             verb = "started" if created else "re-attached to"
             say(f"train: {verb} job {job.id} ({job.status}); Ctrl-C stops following it, not the job")
 
+        def retrying(failure: Any) -> None:
+            # An outage of the service is not the job's: say so and keep following.
+            delay = f"{failure.delay:.0f} s" if failure.delay >= 1 else f"{failure.delay:.2g} s"
+            say(
+                f"train: {failure.error}; trying again in {delay} ({failure.failures} failed read(s) "
+                f"in a row; the job runs on, followed for up to {failure.remaining / 3600:.1f} h more)"
+            )
+
         try:
             with progress_bar("train") as progress:
 
@@ -408,6 +416,7 @@ def add_finetune_tasks(namespace: dict[str, Any], pipe: Pipeline, dataset_target
                     on_start=started,
                     on_status=lambda job: say(f"train: job {job.id} is {job.status}"),
                     on_event=event,
+                    on_retry=retrying,
                 )
         except KeyboardInterrupt:
             job_id = recorded_job_id(pipe.dir)

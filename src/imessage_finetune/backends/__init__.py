@@ -12,8 +12,9 @@ from imessage_finetune.backends.base import (
     FineTuneBackend,
     Job,
     JobEvent,
+    ReadFailure,
     RemoteFile,
     follow_job,
 )
 
-__all__ = ["TERMINAL_STATUSES", "FineTuneBackend", "Job", "JobEvent", "RemoteFile", "follow_job"]
+__all__ = ["TERMINAL_STATUSES", "FineTuneBackend", "Job", "JobEvent", "ReadFailure", "RemoteFile", "follow_job"]

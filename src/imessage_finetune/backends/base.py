@@ -5,6 +5,10 @@ trainer in `backends.local` has no service and no jobs). It never pays twice: `f
 `find_job` re-attaches to the job for the same dataset and parameters (found by metadata),
 and `create_job` reconciles an ambiguous create by listing before it retries. Statuses are open
 strings: anything outside `TERMINAL_STATUSES` (for example `pausing`) means "keep polling".
+
+Following a job outlives outages: reading a job is idempotent and a job runs for hours, so
+`follow_job` retries a failed read (timeout, dropped connection, 408/409/429, 5xx) until the
+deadline, reporting each one; only a final error (400/401/403/404...) or the deadline stops it.
 """
 
 from __future__ import annotations
@@ -13,11 +17,18 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from imessage_finetune.errors import FineTuneError, FineTuneJobFailed, FineTuneStillRunning
+from imessage_finetune.errors import FineTuneError, FineTuneJobFailed, FineTuneStillRunning, FineTuneUnavailable
 
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+# After a failed read of a followed job: wait a poll interval, doubling while the outage lasts,
+# up to this many seconds (or the poll interval, if longer). A service that says how long to
+# wait (Retry-After) is obeyed instead. Never past the deadline.
+RETRY_MAX_DELAY = 120.0
+
+_T = TypeVar("_T")
 
 Hyperparameter = int | float | str
 
@@ -95,12 +106,15 @@ class FineTuneBackend(Protocol):
         """Start one job tagged with `metadata`; never two, even when the reply is lost."""
         ...
 
-    def get_job(self, job_id: str) -> Job:
-        """The job's current state."""
+    def get_job(self, job_id: str, *, retry: bool = True) -> Job:
+        """The job's current state. `retry=False`: one attempt, the caller paces its retries."""
         ...
 
-    def events(self, job_id: str, after: str | None) -> list[JobEvent]:
-        """The job's events newer than the event `after` (all if None), oldest first."""
+    def events(self, job_id: str, after: str | None, *, retry: bool = True) -> list[JobEvent]:
+        """The job's events newer than the event `after` (all if None), oldest first.
+
+        `retry=False`: one attempt, the caller paces its retries.
+        """
         ...
 
     def cancel(self, job_id: str) -> Job:
@@ -116,6 +130,21 @@ class FineTuneBackend(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ReadFailure:
+    """A read of the followed job that failed and will be tried again.
+
+    `error` says what failed (the service's status and message), `failures` how many reads
+    in a row have failed, `delay` the seconds until the next try and `remaining` the seconds
+    left before the deadline.
+    """
+
+    error: FineTuneUnavailable
+    failures: int
+    delay: float
+    remaining: float
+
+
 def follow_job(
     backend: FineTuneBackend,
     job_id: str,
@@ -124,24 +153,58 @@ def follow_job(
     poll_interval: float = 15.0,
     on_status: Callable[[Job], None] | None = None,
     on_event: Callable[[JobEvent], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
+    on_retry: Callable[[ReadFailure], None] | None = None,
+    sleep: Callable[[float], None] | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> Job:
     """Poll the job until it is terminal or `deadline` seconds have passed; return it on success.
 
     `on_status` gets the job whenever its status changes, `on_event` every new event in order,
-    so the caller can show progress (step, loss) without this module printing anything.
+    `on_retry` every failed read before it is tried again, so the caller can show progress
+    (step, loss) and outages without this module printing anything. A read that fails for a
+    reason that may pass (FineTuneUnavailable: timeout, dropped connection, 408/409/429, 5xx)
+    is tried again after the delay the service asked for (Retry-After), else after a poll
+    interval doubling up to RETRY_MAX_DELAY, until the deadline; any other error ends it.
     Raises FineTuneJobFailed (the service's code and message verbatim) when it failed,
     FineTuneError when it was cancelled, FineTuneStillRunning at the deadline. Leaving this
-    loop never cancels the job.
+    loop never cancels the job. `sleep` and `clock` default to time.sleep and time.monotonic.
     """
+    sleep = sleep or time.sleep
+    clock = clock or time.monotonic
     start = clock()
     last_event: str | None = None
     last_status: str | None = None
+    failures = 0
+
+    def read(call: Callable[[], _T]) -> _T:
+        nonlocal failures
+        while True:
+            try:
+                value = call()
+            except FineTuneUnavailable as error:
+                waited = clock() - start
+                if waited >= deadline:
+                    raise FineTuneStillRunning(job_id, last_status, waited, last_error=str(error)) from None
+                failures += 1
+                if error.retry_after is not None and error.retry_after > 0:
+                    delay = error.retry_after
+                else:
+                    delay = min(poll_interval * 2 ** (failures - 1), max(RETRY_MAX_DELAY, poll_interval))
+                delay = min(delay, deadline - waited)
+                if on_retry is not None:
+                    on_retry(ReadFailure(error, failures, delay, deadline - waited))
+                sleep(delay)
+            else:
+                failures = 0
+                return value
+
+    def new_events() -> list[JobEvent]:
+        return backend.events(job_id, after=last_event, retry=False)
+
     while True:
-        job = backend.get_job(job_id)
+        job = read(lambda: backend.get_job(job_id, retry=False))
         # Events after the job: the final events are then already there when it is terminal.
-        for event in backend.events(job_id, after=last_event):
+        for event in read(new_events):
             last_event = event.id
             if on_event is not None:
                 on_event(event)

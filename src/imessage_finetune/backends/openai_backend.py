@@ -5,7 +5,8 @@ sends no idempotency key, so one `jobs.create()` can start two paid jobs (measur
 ../shared/notes/openai-finetuning.md §3). Uploads and job creation therefore go out with SDK
 retries off; after an ambiguous failure (timeout, lost connection, 408/409/429/5xx) this module
 waits, lists what the service has, adopts what the lost request made, and only then retries,
-a bounded number of times. Reads keep the SDK's own retries.
+a bounded number of times. Reads keep the SDK's own retries, except the reads of a job being
+followed (`retry=False`): `follow_job` paces those itself, for as long as the job may run.
 
 SDK errors become the `FineTune*` errors of `imessage_finetune.errors`, carrying the service's
 status, code, param, message and request id; the API key is masked should a service echo it,
@@ -14,6 +15,8 @@ and the SDK exception (whose request holds the key) is not chained.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -180,25 +183,30 @@ class OpenAIBackend:
 
         return self._create_reconciled(action, create, made_by_a_lost_attempt, creating_job=True)
 
-    def get_job(self, job_id: str) -> Job:
-        """The job's current state."""
-        return self._call(f"reading job {job_id}", lambda: _job(self._client.fine_tuning.jobs.retrieve(job_id)))
+    def get_job(self, job_id: str, *, retry: bool = True) -> Job:
+        """The job's current state; `retry=False` makes one attempt (the caller paces retries)."""
+        client = self._client if retry else self._once
+        return self._call(
+            f"reading job {job_id}", lambda: _job(client.fine_tuning.jobs.retrieve(job_id)), retry=retry
+        )
 
-    def events(self, job_id: str, after: str | None) -> list[JobEvent]:
+    def events(self, job_id: str, after: str | None, *, retry: bool = True) -> list[JobEvent]:
         """The job's events newer than the event `after` (all if None), oldest first.
 
-        The service lists events newest first, so reading stops at `after`.
+        The service lists events newest first, so reading stops at `after`. `retry=False`
+        makes one attempt per page (the caller paces retries).
         """
+        client = self._client if retry else self._once
 
         def read() -> list[JobEvent]:
             newer: list[JobEvent] = []
-            for event in self._client.fine_tuning.jobs.list_events(job_id, limit=_PAGE):
+            for event in client.fine_tuning.jobs.list_events(job_id, limit=_PAGE):
                 if event.id == after:
                     break
                 newer.append(_event(event))
             return newer[::-1]
 
-        return self._call(f"reading the events of job {job_id}", read)
+        return self._call(f"reading the events of job {job_id}", read, retry=retry)
 
     def cancel(self, job_id: str) -> Job:
         """Ask the service to cancel the job; returns its state after the request."""
@@ -261,20 +269,28 @@ class OpenAIBackend:
             return None
         return min(_FIRST_BACKOFF * 2**attempt, _MAX_BACKOFF)
 
-    def _call(self, action: str, call: Callable[[], _T]) -> _T:
-        with self._translated(action):
+    def _call(self, action: str, call: Callable[[], _T], *, retry: bool = True) -> _T:
+        with self._translated(action, attempts=None if retry else 1):
             return call()
 
     @contextmanager
-    def _translated(self, action: str) -> Iterator[None]:
+    def _translated(self, action: str, *, attempts: int | None = None) -> Iterator[None]:
         try:
             yield
         except (openai.OpenAIError, ValueError) as exc:  # ValueError: a reply that is not JSON
-            raise self._error(exc, action) from None
+            raise self._error(exc, action, attempts=attempts) from None
 
-    def _error(self, exc: Exception, action: str, *, creating_job: bool = False) -> FineTuneError:
-        """The typed error for an SDK exception, with the key masked."""
-        tries = f"{self._max_retries + 1} attempts"
+    def _error(
+        self, exc: Exception, action: str, *, creating_job: bool = False, attempts: int | None = None
+    ) -> FineTuneError:
+        """The typed error for an SDK exception, with the key masked.
+
+        `attempts` is how many were made (default: all the retries allowed); after a single
+        one the message describes the failure without advising to try again later.
+        """
+        once = attempts == 1
+        tries = f"{attempts or self._max_retries + 1} attempts"
+        later = "" if once else f" after {tries}; try again later"
         if isinstance(exc, openai.APIStatusError):
             status, code = exc.status_code, exc.code
             detail = self._redact(_status_detail(exc))
@@ -297,17 +313,21 @@ class OpenAIBackend:
                 return FineTuneError(f"{action}: quota exhausted ({detail}); check billing", status=status, code=code)
             if status in _RETRYABLE_STATUS or status >= 500:
                 return FineTuneUnavailable(
-                    f"{action}: the service kept failing ({detail}) after {tries}; try again later",
+                    f"{action}: the service {'failed' if once else 'kept failing'} ({detail}){later}",
                     status=status,
                     code=code,
+                    retry_after=_server_delay(exc.response.headers),
                 )
             return FineTuneError(f"{action} failed ({detail})", status=status, code=code)
         if isinstance(exc, openai.APITimeoutError):
             return FineTuneUnavailable(
-                f"{action}: no reply from {self.base_url} within {self._timeout:g} s in {tries}; try again later"
+                f"{action}: no reply from {self.base_url} within {self._timeout:g} s"
+                + ("" if once else f" in {tries}; try again later")
             )
         if isinstance(exc, openai.APIConnectionError):
-            return FineTuneUnavailable(f"{action}: cannot reach {self.base_url} ({tries}); try again later")
+            return FineTuneUnavailable(
+                f"{action}: cannot reach {self.base_url}" + ("" if once else f" ({tries}); try again later")
+            )
         if isinstance(exc, openai.APIResponseValidationError):
             return FineTuneError(
                 f"{action}: the reply from {self.base_url} does not match the openai package's "
@@ -316,8 +336,9 @@ class OpenAIBackend:
             )
         if isinstance(exc, ValueError):
             return FineTuneUnavailable(
-                f"{action}: the reply from {self.base_url} is not valid JSON ({tries}); is [finetune] "
-                "base_url an OpenAI-compatible endpoint?"
+                f"{action}: the reply from {self.base_url} is not valid JSON"
+                + ("" if once else f" ({tries})")
+                + "; is [finetune] base_url an OpenAI-compatible endpoint?"
             )
         return FineTuneError(f"{action}: {self._redact(str(exc))}")
 
@@ -330,12 +351,22 @@ def _given(value: _T | None) -> _T | openai.Omit:
 
 
 def _server_delay(headers: Mapping[str, str]) -> float | None:
-    """The delay asked by `retry-after-ms` or `retry-after` (seconds), as the SDK reads them."""
+    """The delay asked by `retry-after-ms` or `retry-after` (seconds or an HTTP date), as the SDK reads them."""
     for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
         try:
             delay = float(headers[name]) / divisor
-        except (KeyError, ValueError):
+        except KeyError:
             continue
+        except ValueError:
+            if name != "retry-after":
+                continue
+            try:  # Retry-After may be an HTTP date (RFC 9110 §10.2.3)
+                when = email.utils.parsedate_to_datetime(headers[name])
+            except (TypeError, ValueError):
+                continue
+            if when.tzinfo is None:
+                continue
+            delay = (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
         if math.isfinite(delay):
             return delay
     return None
