@@ -129,3 +129,92 @@ def test_train_jobs_chat_and_forget_against_the_stand_in(
     forget = CliRunner().invoke(cli, [*base, "forget", "--yes"])
     assert forget.exit_code == 0 and not (tmp_path / "out" / "model.json").exists()
     assert (tmp_path / "out" / "train.jsonl").exists()
+
+
+def _columns(text: str) -> int:
+    """Terminal columns of `text`, by Unicode's own tables for the characters these tests use:
+    wide (W/F) characters take two, combining marks none (an oracle independent of wcwidth)."""
+    import unicodedata
+
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text
+    )
+
+
+def test_conversations_align_names_with_emoji_cjk_and_combining_marks(builder: ChatDbBuilder, tmp_path: Path) -> None:
+    """Each column starts at the same terminal column in every row, whatever the names hold;
+    a control character in a name is shown as its escape, never sent to the terminal."""
+    people = [builder.handle(f"+1555555010{i}") for i in range(5)]
+    names = ["Paradox Club 🐢🐢", "東京の友達", "Zoe\u0301 & Rene\u0301e", "plain", "Bad\x1b[2Jname"]
+    for i, name in enumerate(names):
+        chat = builder.chat(f"chat{i}", people[:2], group=True, display_name=name)
+        for n in range(5 - i):  # distinct counts: rows come out in this order
+            builder.message(chat, f"m{n}", handle=people[0], at=BASE_TIME + n)
+    builder.close()
+    config = project(tmp_path, str(builder.path))
+    result = CliRunner().invoke(cli, ["--config", str(config), "conversations"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "\x1b" not in result.stdout and "Bad\\x1b[2Jname" in lines[5]
+    # IDENTIFIER is 10 columns wide, NAME 17 ("Paradox Club 🐢🐢": 13 + 2 + 2), two between.
+    participants = lines[0].index("PARTICIPANTS")
+    assert participants == 10 + 2 + 17 + 2
+    for line in lines[1:]:
+        assert _columns(line[: line.index("+1555555010")]) == participants, line
+    first_date = lines[0].index("FIRST")
+    assert all(_columns(line[: line.index("2023-")]) == first_date for line in lines[1:]), result.stdout
+
+
+def _jsonl(path: Path, examples: int = 10, words: int = 3) -> Path:
+    lines = [
+        {"messages": [{"role": "user", "content": f"hi {i} " * words}, {"role": "assistant", "content": "hey"}]}
+        for i in range(examples)
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_validate_refuses_a_model_it_has_no_limits_for_unless_told_the_limit(tmp_path: Path) -> None:
+    """A typo or another service's model is not checked against a limit that may not be its
+    own: exit 2 naming the model and the way out; --token-limit checks against that limit."""
+    data = _jsonl(tmp_path / "train.jsonl", words=50)
+    known = CliRunner().invoke(cli, ["validate", str(data), "--model", "gpt-4o-mini-2024-07-18"])
+    assert known.exit_code == 0, known.output
+    assert "for gpt-4o-mini-2024-07-18, at most 65536 tokens per example" in known.stderr
+    tuned = CliRunner().invoke(cli, ["validate", str(data), "--model", "ft:gpt-4.1-mini-2025-04-14:org:me:abc"])
+    assert tuned.exit_code == 0 and "at most 65536 tokens" in tuned.stderr
+
+    typo = CliRunner().invoke(cli, ["validate", str(data), "--model", "gpt4o-mini-2024-07-18"])
+    assert typo.exit_code == 2 and typo.stdout == ""
+    assert "no token limit is known for the model 'gpt4o-mini-2024-07-18' (--model)" in typo.stderr
+    assert "--token-limit N" in typo.stderr and "gpt-4o*" in typo.stderr
+
+    other = CliRunner().invoke(cli, ["validate", str(data), "--model", "llama-3-8b", "--token-limit", "40", "--json"])
+    report = json.loads(other.stdout)
+    assert (report["model"], report["token_limit"], report["exact_tokens"]) == ("llama-3-8b", 40, False)
+    assert {p["code"] for p in report["problems"]} == {"over_token_limit"}
+
+    config = tmp_path / "finetune.toml"
+    config.write_text('[finetune]\nbackend = "openai"\nmodel = "my-own-model"\n')
+    configured = CliRunner().invoke(cli, ["--config", str(config), "validate", str(data)])
+    assert configured.exit_code == 2 and "'my-own-model' ([finetune] model)" in configured.stderr
+
+
+def test_chat_never_sends_a_models_control_characters_to_the_terminal(
+    tmp_path: Path, fake_openai, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    """A reply holding ESC sequences, BEL, a carriage return, C1 and bidi controls (the
+    stand-in echoes the prompt) is shown with those as escapes; newlines and tabs stay, and
+    stderr says what was replaced."""
+    from fake_openai import API_KEY
+
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    config = tmp_path / "finetune.toml"
+    config.write_text(f'[source]\npath = "demo"\n[finetune]\nbackend = "openai"\nbase_url = "{fake_openai.base_url}"\n')
+    prompt = "hi\x1b[2J\x1b]0;owned\x07 there\r\nnext\tline \x9b31m \u202eevil \ufffd"
+    chat = CliRunner().invoke(cli, ["--config", str(config), "chat", "--model", "gpt-4o-mini-2024-07-18", prompt])
+    assert chat.exit_code == 0, chat.output
+    assert chat.stdout == (
+        "You said: hi\\x1b[2J\\x1b]0;owned\\x07 there\\x0d\nnext\tline \\x9b31m \\u202eevil \ufffd\n"
+    )
+    assert "chat: in this reply, 6 control character(s) shown as escapes (such as \\x1b); 1 \ufffd (U+FFFD)" in chat.stderr

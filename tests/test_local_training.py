@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,7 @@ def test_train_goes_from_chat_db_to_an_adapter_that_reloads_and_chats(
     chat = CliRunner().invoke(cli, ["--config", str(config), "chat", "are you free tonight?"])
     assert chat.exit_code == 0, chat.output
     assert chat.stdout.strip(), "the model generated nothing"
+    assert not [c for c in chat.stdout if unicodedata.category(c) == "Cc" and c not in "\n\t"], chat.stdout
     assert "(local)" in chat.stderr
     assert asked == [[{"role": "system", "content": "You are me."}, {"role": "user", "content": "are you free tonight?"}]]
 

@@ -30,6 +30,7 @@ from . import artifacts
 from .jsonio import dump_json, load_json
 from .validation import validate_document
 from .tasks import YES_ENV, Pipeline, doit_namespace, run_doit
+from .terminal import count_unsafe, printable, table_lines
 
 STAGES = ("snapshot", "sessions", "merged", "dataset", "upload", "train")
 
@@ -218,28 +219,47 @@ def diagnose_command(ctx: click.Context, db: Path | None, as_json: bool) -> None
 @cli.command(name="validate")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model", help="Target model: sets the tokenizer and token limit (default: [finetune] model).")
+@click.option(
+    "--token-limit",
+    type=click.IntRange(min=1),
+    help="Tokens per example the target model accepts: needed for a model without known limits.",
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.pass_context
-def validate_command(ctx: click.Context, path: Path, model: str | None, as_json: bool) -> None:
+def validate_command(ctx: click.Context, path: Path, model: str | None, token_limit: int | None, as_json: bool) -> None:
     """Check a fine-tuning JSONL file against OpenAI's rules; exit 1 when it has errors.
 
-    Each problem names its line and field; message text is never shown.
+    Each problem names its line and field; message text is never shown. A model whose limits
+    are not known (a typo, or another service's model) is refused unless --token-limit says
+    its limit, rather than checked against a limit that may not be its own.
 
     \b
     Example:
       imessage-finetune validate artifacts/train.jsonl --model gpt-4o-mini-2024-07-18
     """
     from .dataset import token_stats
-    from .tokens import token_limit
+    from .tokens import TOKEN_LIMITS, known_token_limit
     from .validator import validate_file
 
+    source = "--model"
     if model is None:
         has_config = ctx.obj["config_path"] or find_config(Path.cwd()).exists()
         model = _config(ctx).finetune.model if has_config else FinetuneConfig().model
-    result = validate_file(path, model=model, token_limit=token_limit(model))
+        source = "[finetune] model"
+    limit = token_limit or known_token_limit(model)
+    if limit is None:
+        families = ", ".join(f"{prefix}*" for prefix, _ in TOKEN_LIMITS)
+        raise click.UsageError(
+            f"no token limit is known for the model {model!r} ({source}), so the examples' length "
+            f"cannot be checked: check the name (known: {families}, and ft: models of them), or give "
+            "--token-limit N with the number of tokens per example it accepts"
+        )
+    result = validate_file(path, model=model, token_limit=limit)
     if as_json:
         document = {
             "path": str(path),
+            "model": model,
+            "token_limit": limit,
             "ok": result.ok,
             "examples": result.examples,
             "tokens_per_example": token_stats(list(result.tokens_per_example)),
@@ -250,10 +270,10 @@ def validate_command(ctx: click.Context, path: Path, model: str | None, as_json:
     else:
         for problem in result.problems:
             click.echo(f"{problem.severity}: {problem}")
-        label = "" if result.exact_tokens else " (token counts are estimates)"
+        label = "" if result.exact_tokens else "; token counts are estimates"
         click.echo(
             f"{path}: {result.examples} examples, {len(result.errors)} errors, "
-            f"{len(result.warnings)} warnings{label}",
+            f"{len(result.warnings)} warnings (for {model}, at most {limit} tokens per example{label})",
             err=True,
         )
     if not result.ok:
@@ -391,10 +411,30 @@ def chat_command(ctx: click.Context, prompt: str | None, model_id: str | None) -
         history.append({"role": "user", "content": text})
         pieces = []
         for piece in reply(history):
-            click.echo(piece, nl=False)
+            # A model's control characters never reach the terminal raw: shown as escapes.
+            click.echo(printable(piece, keep=REPLY_KEEPS), nl=False)
             pieces.append(piece)
         click.echo()
-        history.append({"role": "assistant", "content": "".join(pieces)})
+        answer = "".join(pieces)
+        _say_what_was_shown(answer)
+        history.append({"role": "assistant", "content": answer})
+
+
+# Kept as they are in a reply: line breaks and tabs. Every other control character is escaped.
+REPLY_KEEPS = "\n\t"
+
+
+def _say_what_was_shown(answer: str) -> None:
+    """On stderr, what the reply held that is not shown as the model wrote it."""
+    notes = []
+    controls = count_unsafe(answer, keep=REPLY_KEEPS)
+    if controls:
+        notes.append(f"{controls} control character(s) shown as escapes (such as \\x1b)")
+    replaced = answer.count("\ufffd")
+    if replaced:
+        notes.append(f"{replaced} \ufffd (U+FFFD) standing for bytes that are not valid UTF-8 text")
+    if notes:
+        click.echo(f"chat: in this reply, {'; '.join(notes)}", err=True)
 
 
 def _trained_model(config: Config) -> dict[str, Any] | None:
@@ -518,9 +558,9 @@ def verify_command(ctx: click.Context) -> None:
 
 
 def _table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    # Aligned by terminal columns (an emoji or a CJK character takes two), names made printable.
+    for line in table_lines(rows):
+        click.echo(line)
 
 
 main = cli

@@ -197,10 +197,17 @@ TOKEN_LIMITS = (("gpt-3.5", 16_385), ("gpt-4o", 65_536), ("gpt-4.1", 65_536))
 DEFAULT_TOKEN_LIMIT = 65_536
 
 
-def token_limit(model: str) -> int:
-    """Tokens per example the model's fine-tuning accepts (`ft:` models: their base's)."""
+def known_token_limit(model: str) -> int | None:
+    """Tokens per example the model's fine-tuning accepts (`ft:` models: their base's), or
+    None for a model outside the families in TOKEN_LIMITS."""
     base = model.removeprefix("ft:")
     for prefix, limit in TOKEN_LIMITS:
         if base.startswith(prefix):
             return limit
-    return DEFAULT_TOKEN_LIMIT
+    return None
+
+
+def token_limit(model: str) -> int:
+    """`known_token_limit`, or DEFAULT_TOKEN_LIMIT for a model of another family."""
+    known = known_token_limit(model)
+    return DEFAULT_TOKEN_LIMIT if known is None else known
