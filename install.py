@@ -6,7 +6,9 @@
 PyPI's PyTorch for Linux is a CUDA build: about 3 GB of NVIDIA libraries, which a machine
 without an NVIDIA GPU downloads and never uses. So this script chooses, and says what it chose:
 
-    macOS                          PyPI's build (the CPU, and Apple's GPU through MPS)
+    macOS on Apple silicon         PyPI's build (the CPU, and Apple's GPU through MPS)
+    macOS on Intel                 none: PyTorch has no build for it after 2.2, the local
+                                   backend needs 2.4 (everything up to train.jsonl works)
     Linux with an NVIDIA GPU       PyPI's build (CUDA)
     Linux without one              PyTorch's CPU build, from PyTorch's CPU index
     Windows                        PyPI's build (CPU only; for CUDA see pytorch.org)
@@ -42,7 +44,8 @@ Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
 
 @dataclass(frozen=True)
 class Choice:
-    """Which PyTorch build to install: "cpu" (PyTorch's CPU index) or "default" (PyPI's)."""
+    """Which PyTorch build to install: "cpu" (PyTorch's CPU index), "default" (PyPI's) or
+    "none" (no build exists for this machine: install without the local backend)."""
 
     build: str
     reason: str
@@ -75,12 +78,20 @@ def has_nvidia_gpu(
     return listed.returncode == 0 and any(line.startswith("GPU ") for line in listed.stdout.splitlines())
 
 
-def choose(system: str, nvidia_gpu: bool, requested: str = "auto") -> Choice:
-    """The build for this operating system (`platform.system()`) and GPU, or the one asked for."""
+def choose(system: str, machine: str, nvidia_gpu: bool, requested: str = "auto") -> Choice:
+    """The build for this operating system and processor (`platform.system()`,
+    `platform.machine()`) and GPU, or the one asked for."""
     if requested == "cpu":
         return Choice("cpu", "PyTorch's CPU build, as asked (--torch cpu)")
     if requested == "default":
         return Choice("default", "PyPI's PyTorch build, as asked (--torch default)")
+    if system == "Darwin" and machine == "x86_64":
+        return Choice(
+            "none",
+            "macOS on Intel: no PyTorch, so no local backend (PyTorch has no build for Intel Macs after "
+            "2.2 and the local backend needs 2.4); `.venv/bin/doit` builds everything up to train.jsonl, "
+            'and [finetune] backend = "openai" trains at a service',
+        )
     if system == "Darwin":
         return Choice("default", "macOS: PyPI's PyTorch build, which runs on the CPU and on Apple's GPU (MPS)")
     if system == "Linux" and nvidia_gpu:
@@ -177,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "install a newer Python (python.org, Homebrew or your distribution) and run this with it")
         return 1
     python = venv_python()
-    choice = choose(platform.system(), has_nvidia_gpu(), args.torch)
+    choice = choose(platform.system(), platform.machine(), has_nvidia_gpu(), args.torch)
     torch = installed_torch(python)
     if torch:
         say(f"PyTorch {torch} is already in .venv; keeping it (to choose again, remove .venv first)")
@@ -196,7 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         steps.append(["install", found[0], *found[1]])
     # With torch in place, the local extra's `torch>=2.4` is satisfied and pip keeps that build.
-    steps.append(["install", "-e", f"{HERE}[test,local]"])
+    extras = "test" if choice.build == "none" and torch is None else "test,local"
+    steps.append(["install", "-e", f"{HERE}[{extras}]"])
     if args.dry_run:
         for step in steps:
             say(f"would run: pip {' '.join(step)}")
@@ -205,7 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if pip(python, *step).returncode != 0:
             say(f"`pip {' '.join(step)}` failed (see above); fix that and run this again")
             return 1
-    say(f"done: PyTorch {installed_torch(python)} and imessage-finetune in {VENV}; next: .venv/bin/doit train")
+    torch = installed_torch(python)
+    if torch is None:
+        say(f"done: imessage-finetune without the local backend in {VENV}; next: .venv/bin/doit")
+    else:
+        say(f"done: PyTorch {torch} and imessage-finetune in {VENV}; next: .venv/bin/doit train")
     return 0
 
 

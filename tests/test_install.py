@@ -31,18 +31,22 @@ install = _load()
 
 
 @pytest.mark.parametrize(
-    ("system", "gpu", "requested", "build"),
+    ("system", "machine", "gpu", "requested", "build"),
     [
-        ("Darwin", False, "auto", "default"),  # PyPI's macOS wheels are CPU + MPS builds
-        ("Linux", True, "auto", "default"),  # PyPI's Linux wheels are CUDA builds
-        ("Linux", False, "auto", "cpu"),  # ... which a machine without an NVIDIA GPU cannot use
-        ("Windows", False, "auto", "default"),  # PyPI's Windows wheels are CPU builds
-        ("Linux", True, "cpu", "cpu"),
-        ("Linux", False, "default", "default"),
+        ("Darwin", "arm64", False, "auto", "default"),  # PyPI's macOS wheels are CPU + MPS builds
+        ("Darwin", "x86_64", False, "auto", "none"),  # no PyTorch >= 2.4 for Intel Macs
+        ("Linux", "x86_64", True, "auto", "default"),  # PyPI's Linux wheels are CUDA builds
+        ("Linux", "x86_64", False, "auto", "cpu"),  # ... which a machine without an NVIDIA GPU cannot use
+        ("Linux", "aarch64", False, "auto", "cpu"),  # PyPI's aarch64 wheels are CUDA builds too now
+        ("Windows", "AMD64", False, "auto", "default"),  # PyPI's Windows wheels are CPU builds
+        ("Linux", "x86_64", True, "cpu", "cpu"),
+        ("Linux", "x86_64", False, "default", "default"),
     ],
 )
-def test_the_build_suits_the_machine_or_what_was_asked(system: str, gpu: bool, requested: str, build: str) -> None:
-    choice = install.choose(system, gpu, requested)
+def test_the_build_suits_the_machine_or_what_was_asked(
+    system: str, machine: str, gpu: bool, requested: str, build: str
+) -> None:
+    choice = install.choose(system, machine, gpu, requested)
     assert choice.build == build and choice.reason
 
 

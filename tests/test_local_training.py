@@ -173,7 +173,7 @@ def test_without_the_extra_the_backend_says_what_to_install(monkeypatch: pytest.
     from imessage_finetune.backends.local import LocalBackendUnavailable, require
 
     monkeypatch.setitem(os.sys.modules, "peft", None)
-    with pytest.raises(LocalBackendUnavailable, match=r"needs peft, which is not installed: pip install 'imessage-finetune\[local\]'"):
+    with pytest.raises(LocalBackendUnavailable, match=r"needs peft, which is not installed: in a clone of the project run `python3 install.py`.*pip install 'imessage-finetune\[local\]'"):
         require()
 
 

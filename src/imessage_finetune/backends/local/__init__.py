@@ -21,8 +21,9 @@ from imessage_finetune.errors import FineTuneError
 
 REQUIRED = ("torch", "transformers", "peft", "safetensors")
 INSTALL_HINT = (
-    "pip install 'imessage-finetune[local]' (on a machine without an NVIDIA GPU, install the "
-    "CPU build of PyTorch first, which is a tenth of the size: "
+    "in a clone of the project run `python3 install.py` (it chooses the PyTorch build for this "
+    "machine); elsewhere pip install 'imessage-finetune[local]' (on a machine without an NVIDIA "
+    "GPU, install the CPU build of PyTorch first, about 190 MB to download against 3 GB: "
     "pip install torch --index-url https://download.pytorch.org/whl/cpu)"
 )
 
