@@ -1,7 +1,7 @@
 """doit entry point: `doit sessions`, `doit list`, `doit clean`...
 
 The configuration is `finetune.toml` beside this file, or the file named by
-IMESSAGE_FINETUNE_CONFIG. The tasks themselves live in `imessage_finetune.tasks`, shared
+IMESSAGE_FINETUNE_CONFIG. The tasks themselves live in `imessage_finetune.pipeline.tasks`, shared
 with the `imessage-finetune` command.
 """
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from imessage_finetune.errors import FinetuneError
-from imessage_finetune.tasks import doit_namespace, load_project_config
+from imessage_finetune.pipeline.tasks import doit_namespace, load_project_config
 
 try:
     globals().update(doit_namespace(load_project_config(Path(__file__).resolve().parent)))

@@ -49,8 +49,8 @@ TRAIN_FILE = "train.jsonl"
 # sessions.json, then an empty output folder; it prints {"examples": n}.
 OURS_IMPORTS = """
 from imessage_finetune.config import DatasetConfig, FinetuneConfig
-from imessage_finetune.dataset import write_dataset
-from imessage_finetune.merged import write_merged
+from imessage_finetune.stages.dataset import write_dataset
+from imessage_finetune.stages.merged import write_merged
 from imessage_finetune.tokens import counter_for
 """
 # What the `merged` and `dataset` doit actions call, with the default configuration.
@@ -67,7 +67,7 @@ print(json.dumps({"examples": summary.report["examples"]["train"]}))
 REFERENCE_IMPORTS = """
 from langchain_community.adapters.openai import convert_messages_for_finetuning
 from langchain_community.chat_loaders.utils import map_ai_messages, merge_chat_runs
-from imessage_finetune.loader import load_sessions_file
+from imessage_finetune.langchain.loader import load_sessions_file
 """
 REFERENCE_WORK = f"""
 import json, sys

@@ -88,10 +88,10 @@ sessions = list(IMessageChatLoader(sys.argv[1]).lazy_load())
 print(json.dumps({"messages": sum(len(s["messages"]) for s in sessions)}))
 """
 OURS_IMPORTS = """
-from imessage_finetune.chatdb.contacts import ContactBook
-from imessage_finetune.chatdb.reader import ReaderOptions
-from imessage_finetune.sessions import write_sessions
-from imessage_finetune.snapshot import take_snapshot, write_contacts
+from imessage_finetune.sources.contacts import ContactBook
+from imessage_finetune.sources.chatdb.reader import ReaderOptions
+from imessage_finetune.stages.sessions import write_sessions
+from imessage_finetune.stages.snapshot import take_snapshot, write_contacts
 """
 OURS_WORK = """
 import json, sys
@@ -215,8 +215,8 @@ def _insert_messages(
 ) -> Counter[str]:
     """Insert `count` messages in date order, in batches; return how many of each kind."""
     # Imported here, in the build process only, to keep the measuring process small.
-    from imessage_finetune.chatdb.dates import APPLE_EPOCH_UNIX, unix_to_apple_ns
-    from imessage_finetune.chatdb.typedstream import PART_KEY, encode
+    from imessage_finetune.sources.chatdb.dates import APPLE_EPOCH_UNIX, unix_to_apple_ns
+    from imessage_finetune.sources.chatdb.typedstream import PART_KEY, encode
 
     kinds: Counter[str] = Counter()
     # Heavy-tailed chat sizes, as in real histories.
@@ -300,7 +300,7 @@ def _insert_attachments(conn: sqlite3.Connection, rows: list[tuple[object, ...]]
 
 def build_database(path: Path, messages: int, seed: int = SEED) -> Counter[str]:
     """Generate a chat.db of `messages` rows at `path` (replaced atomically); return kinds."""
-    from imessage_finetune.chatdb.apple_schema import create_schema
+    from imessage_finetune.fixtures.apple_schema import create_schema
 
     rng = random.Random(seed)
     temp = path.with_name(path.name + ".building")

@@ -17,7 +17,7 @@ RUNNER = """
 import importlib, os, signal, sys
 from pathlib import Path
 from imessage_finetune.config import load_config
-from imessage_finetune.tasks import run_doit
+from imessage_finetune.pipeline.tasks import run_doit
 
 config, report, fault, *tasks = sys.argv[1:]
 if fault:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from imessage_finetune import validator
+from imessage_finetune import openai_file
 from imessage_finetune.tokens import counter_for
-from imessage_finetune.validator import (
+from imessage_finetune.openai_file import (
     SPECIAL_TOKENS,
     Problem,
     ValidationResult,
@@ -309,7 +309,7 @@ def test_schema_and_rules_agree(text: str) -> None:
 def test_schema_catches_what_rules_miss(monkeypatch: pytest.MonkeyPatch) -> None:
     """A line breaking the schema but no rule is an error with code 'schema' at the schema path."""
     stricter = Draft202012Validator({"properties": {"messages": {"maxItems": 2}}})
-    monkeypatch.setattr(validator, "_line_schema", lambda: stricter)
+    monkeypatch.setattr(openai_file, "_line_schema", lambda: stricter)
     result = validate_lines(valid_lines())
     assert {(p.line, p.field, p.code) for p in result.problems} == {
         (n, "messages", "schema") for n in range(1, 11)

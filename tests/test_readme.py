@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from imessage_finetune.cli import cli
-from imessage_finetune.demo import build_demo
+from imessage_finetune.fixtures.demo import build_demo
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.DOTALL)

@@ -17,20 +17,20 @@ from typing import Any
 
 import click
 
-from . import __version__
-from .chatdb.connection import open_chat_db
-from .config import CONFIG_ENV, Config, FinetuneConfig, find_config, load_config
-from .errors import FinetuneError, SchemaValidationError
-from .overview import conversations, diagnose
-from .chatdb.contacts import ContactBook
-from .snapshot import contacts_sources, read_contacts
-from .explain import VERBOSITY_ENV, StageStatus, dag_lines, plan, stage_statuses
-from .lockfile import verify
-from . import artifacts
-from .jsonio import dump_json, load_json
-from .validation import validate_document
-from .tasks import YES_ENV, Pipeline, doit_namespace, run_doit
-from .terminal import count_unsafe, printable, table_lines
+from imessage_finetune import __version__
+from imessage_finetune.sources.chatdb.connection import open_chat_db
+from imessage_finetune.config import CONFIG_ENV, Config, FinetuneConfig, find_config, load_config
+from imessage_finetune.errors import FinetuneError, SchemaValidationError
+from imessage_finetune.sources.chatdb.overview import conversations, diagnose
+from imessage_finetune.sources.contacts import ContactBook
+from imessage_finetune.stages.snapshot import contacts_sources, read_contacts
+from imessage_finetune.pipeline.explain import VERBOSITY_ENV, StageStatus, dag_lines, plan, stage_statuses
+from imessage_finetune.pipeline.lockfile import verify
+from imessage_finetune import artifacts
+from imessage_finetune.jsonio import dump_json, load_json
+from imessage_finetune.schema_check import validate_document
+from imessage_finetune.pipeline.tasks import YES_ENV, Pipeline, doit_namespace, run_doit
+from imessage_finetune.terminal import count_unsafe, printable, table_lines
 
 STAGES = ("snapshot", "sessions", "merged", "dataset", "upload", "train")
 
@@ -237,9 +237,9 @@ def validate_command(ctx: click.Context, path: Path, model: str | None, token_li
     Example:
       imessage-finetune validate artifacts/train.jsonl --model gpt-4o-mini-2024-07-18
     """
-    from .dataset import token_stats
-    from .tokens import TOKEN_LIMITS, known_token_limit
-    from .validator import validate_file
+    from imessage_finetune.stages.dataset import token_stats
+    from imessage_finetune.tokens import TOKEN_LIMITS, known_token_limit
+    from imessage_finetune.openai_file import validate_file
 
     source = "--model"
     if model is None:
@@ -281,7 +281,7 @@ def validate_command(ctx: click.Context, path: Path, model: str | None, token_li
 
 
 def _backend(ctx: click.Context) -> tuple[Any, Config]:
-    from .upload import make_backend
+    from imessage_finetune.backends.openai.upload import make_backend
 
     config = _config(ctx)
     if config.finetune.backend == "local":
@@ -311,7 +311,7 @@ def jobs_list(ctx: click.Context) -> None:
     Example:
       imessage-finetune jobs list
     """
-    from .model import PIPELINE_TAG
+    from imessage_finetune.stages.model import PIPELINE_TAG
 
     backend, _ = _backend(ctx)
     rows = [("JOB", "STATUS", "BASE MODEL", "FINE-TUNED MODEL")]
@@ -330,7 +330,7 @@ def jobs_show(ctx: click.Context, job_id: str | None) -> None:
     Example:
       imessage-finetune jobs show ftjob-abc123
     """
-    from .model import recorded_job_id
+    from imessage_finetune.stages.model import recorded_job_id
 
     backend, config = _backend(ctx)
     job_id = job_id or recorded_job_id(config.artifacts_dir)
@@ -380,7 +380,7 @@ def chat_command(ctx: click.Context, prompt: str | None, model_id: str | None) -
     system_prompt = config.dataset.system_prompt
     reply: Callable[[list[dict[str, str]]], Iterator[str]]
     if model_id is None and trained["backend"] == "local":
-        from .backends.local.chat import LocalChat
+        from imessage_finetune.backends.local.chat import LocalChat
 
         click.echo(f"chat: loading {trained['model_id']} (local)", err=True)
         if trained["demonstration"]:
@@ -388,7 +388,7 @@ def chat_command(ctx: click.Context, prompt: str | None, model_id: str | None) -
         reply = LocalChat(trained, config.artifacts_dir, config.base_dir, config.finetune.local).stream
         system_prompt = trained["system_prompt"]
     else:
-        from .upload import make_backend
+        from imessage_finetune.backends.openai.upload import make_backend
 
         backend = make_backend(config)
         remote_model = model_id or trained["model_id"]

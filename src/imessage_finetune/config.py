@@ -17,7 +17,7 @@ from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .errors import ConfigError
+from imessage_finetune.errors import ConfigError
 
 CONFIG_ENV = "IMESSAGE_FINETUNE_CONFIG"
 CONFIG_FILENAME = "finetune.toml"

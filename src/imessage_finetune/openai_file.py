@@ -39,10 +39,10 @@ import jsonschema_rs
 import orjson
 from jsonschema import Draft202012Validator
 
-from . import artifacts
-from .config import FinetuneConfig
-from .tokens import TokenCounter, counter_for
-from .validation import load_schema
+from imessage_finetune import artifacts
+from imessage_finetune.config import FinetuneConfig
+from imessage_finetune.tokens import TokenCounter, counter_for
+from imessage_finetune.schema_check import load_schema
 
 DEFAULT_MODEL = FinetuneConfig.model
 ROLES = ("system", "user", "assistant")

@@ -16,9 +16,9 @@ from typing import Any
 import jsonschema
 import jsonschema_rs
 
-from .artifacts import Artifact
-from .errors import SchemaValidationError
-from .jsonio import load_json
+from imessage_finetune.artifacts import Artifact
+from imessage_finetune.errors import SchemaValidationError
+from imessage_finetune.jsonio import load_json
 
 _SAFE_KEY = re.compile(r"[a-z_]+")
 

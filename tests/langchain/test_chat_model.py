@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from imessage_finetune.chat_model import LocalChatModel
+from imessage_finetune.langchain.chat_model import LocalChatModel
 from imessage_finetune.errors import FineTuneError
 
 

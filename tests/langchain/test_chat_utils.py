@@ -26,7 +26,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
-from imessage_finetune.chat_utils import (
+from imessage_finetune.langchain.chat_utils import (
     OWNER_SENDER,
     convert_messages_for_finetuning,
     map_ai_messages,

@@ -6,10 +6,10 @@ from langchain_core.chat_loaders import BaseChatLoader
 from langchain_core.messages import HumanMessage
 
 from chatdb_builder import ChatDbBuilder
-from imessage_finetune.loader import IMessageChatLoader, load_sessions_file
-from imessage_finetune.sessions import write_sessions
-from imessage_finetune.chatdb.contacts import ContactBook
-from imessage_finetune.chatdb.reader import ReaderOptions
+from imessage_finetune.langchain.loader import IMessageChatLoader, load_sessions_file
+from imessage_finetune.stages.sessions import write_sessions
+from imessage_finetune.sources.contacts import ContactBook
+from imessage_finetune.sources.chatdb.reader import ReaderOptions
 
 
 def test_lazy_load_streams_one_chat_session_per_chat(builder: ChatDbBuilder, tmp_path) -> None:

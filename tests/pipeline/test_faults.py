@@ -14,7 +14,7 @@ import pytest
 
 from chatdb_builder import BASE_TIME, ChatDbBuilder
 from imessage_finetune import artifacts
-from imessage_finetune.lockfile import LOCK_FILE
+from imessage_finetune.pipeline.lockfile import LOCK_FILE
 from pipeline_runner import run_doit, write_config
 
 ALICE = "+15555550101"
@@ -68,10 +68,10 @@ CHANGES = {
     "dataset": (None, "[finetune]\nn_epochs = 5\n"),
 }
 FAULT_POINTS = {
-    "snapshot": ("imessage_finetune.snapshot", "dump_json", 1),
-    "sessions": ("imessage_finetune.sessions", "dump_compact", 1),
-    "merged": ("imessage_finetune.merged", "dump_compact", 12),
-    "dataset": ("imessage_finetune.dataset", "dump_compact", 12),
+    "snapshot": ("imessage_finetune.stages.snapshot", "dump_json", 1),
+    "sessions": ("imessage_finetune.stages.sessions", "dump_compact", 1),
+    "merged": ("imessage_finetune.stages.merged", "dump_compact", 12),
+    "dataset": ("imessage_finetune.stages.dataset", "dump_compact", 12),
 }
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from imessage_finetune import fingerprint
-from imessage_finetune.fingerprint import FilesUnchanged, StageFingerprint, files_state, module_closure
+from imessage_finetune.pipeline import fingerprint
+from imessage_finetune.pipeline.fingerprint import FilesUnchanged, StageFingerprint, files_state, module_closure
 
 
 @pytest.fixture
@@ -22,23 +22,23 @@ def package_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_a_stage_depends_on_every_module_it_imports(package_copy: Path) -> None:
-    """merged.py reaches chat_utils, tokens, validator, jsonio... through its imports."""
-    closure = module_closure("merged.py")
-    assert {"merged.py", "chat_utils.py", "tokens.py", "validator.py", "jsonio.py", "atomic.py"} <= closure
-    assert "dataset.py" not in closure and "cli.py" not in closure
+    """stages/merged.py reaches chat_utils, tokens, openai_file, jsonio... through its imports."""
+    closure = module_closure("stages/merged.py")
+    assert {"stages/merged.py", "langchain/chat_utils.py", "tokens.py", "openai_file.py", "jsonio.py", "atomic.py"} <= closure
+    assert "stages/dataset.py" not in closure and "cli.py" not in closure
 
 
 def test_editing_an_imported_module_makes_the_stage_stale(package_copy: Path) -> None:
     """A change two imports away (jsonio.py) is a code change for the stage, explained."""
-    saved = StageFingerprint("merged", {"a": 1}, "merged.py")
+    saved = StageFingerprint("merged", {"a": 1}, "stages/merged.py")
     values = {saved.key: saved.current}
-    assert StageFingerprint("merged", {"a": 1}, "merged.py")(None, values)
+    assert StageFingerprint("merged", {"a": 1}, "stages/merged.py")(None, values)
     jsonio = package_copy / "jsonio.py"
     jsonio.write_text(jsonio.read_text() + "\n# a change\n")
-    now = StageFingerprint("merged", {"a": 1}, "merged.py")
+    now = StageFingerprint("merged", {"a": 1}, "stages/merged.py")
     assert not now(None, values)
     assert now.explain(values) == ["its code changed"]
-    assert StageFingerprint("merged", {"a": 2}, "merged.py").explain(values) == ["a: 1 -> 2", "its code changed"]
+    assert StageFingerprint("merged", {"a": 2}, "stages/merged.py").explain(values) == ["a: 1 -> 2", "its code changed"]
 
 
 def test_touched_but_identical_files_are_unchanged(tmp_path: Path) -> None:

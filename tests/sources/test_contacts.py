@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from imessage_finetune.chatdb.apple_schema import create_schema
-from imessage_finetune.chatdb.contacts import (
+from imessage_finetune.fixtures.apple_schema import create_schema
+from imessage_finetune.sources.contacts import (
     Contact,
     ContactBook,
     default_addressbook_paths,

@@ -11,15 +11,15 @@ import pytest
 
 from imessage_finetune import artifacts
 from imessage_finetune.config import DatasetConfig, FinetuneConfig
-from imessage_finetune.dataset import write_dataset
-from imessage_finetune.demo import build_demo
+from imessage_finetune.stages.dataset import write_dataset
+from imessage_finetune.fixtures.demo import build_demo
 from imessage_finetune.errors import DatasetError
-from imessage_finetune.merged import write_merged
-from imessage_finetune.sessions import load_contacts, write_sessions
-from imessage_finetune.chatdb.reader import ReaderOptions
-from imessage_finetune.snapshot import take_snapshot, write_contacts
+from imessage_finetune.stages.merged import write_merged
+from imessage_finetune.stages.sessions import load_contacts, write_sessions
+from imessage_finetune.sources.chatdb.reader import ReaderOptions
+from imessage_finetune.stages.snapshot import take_snapshot, write_contacts
 from imessage_finetune.tokens import counter_for
-from imessage_finetune.validator import validate_file
+from imessage_finetune.openai_file import validate_file
 
 COUNTER = counter_for(FinetuneConfig().model)
 

@@ -11,12 +11,12 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, messages_from_dict
 
 from chatdb_builder import BASE_TIME, ChatDbBuilder
-from imessage_finetune.chatdb.contacts import Contact, ContactBook
-from imessage_finetune.chatdb.reader import ReaderOptions
+from imessage_finetune.sources.contacts import Contact, ContactBook
+from imessage_finetune.sources.chatdb.reader import ReaderOptions
 from imessage_finetune.config import DatasetConfig
 from imessage_finetune.errors import DatasetError
-from imessage_finetune.merged import write_merged
-from imessage_finetune.sessions import write_sessions
+from imessage_finetune.stages.merged import write_merged
+from imessage_finetune.stages.sessions import write_sessions
 from imessage_finetune.tokens import counter_for
 
 ALICE, BOB = "+15555550101", "bob@example.com"
@@ -176,7 +176,7 @@ def test_the_owners_name_works_as_ai_sender(builder: ChatDbBuilder, tmp_path: Pa
 
 def test_group_names_stay_distinct_and_valid_for_openai() -> None:
     """Accents dropped, other scripts given a stable label: two speakers never collapse."""
-    from imessage_finetune.merged import openai_name
+    from imessage_finetune.stages.merged import openai_name
 
     assert openai_name("José García") == "Jose_Garcia"
     assert openai_name("张伟") != openai_name("李娜")

@@ -11,10 +11,10 @@ from langchain_core.messages import HumanMessage, messages_from_dict, messages_t
 
 from chatdb_builder import BASE_TIME, ChatDbBuilder
 from imessage_finetune import artifacts
-from imessage_finetune.chatdb.contacts import Contact, ContactBook
-from imessage_finetune.chatdb.reader import ReaderOptions
+from imessage_finetune.sources.contacts import Contact, ContactBook
+from imessage_finetune.sources.chatdb.reader import ReaderOptions
 from imessage_finetune.errors import SchemaValidationError
-from imessage_finetune.sessions import write_sessions
+from imessage_finetune.stages.sessions import write_sessions
 
 ALICE = "+15555550101"
 
@@ -68,7 +68,7 @@ def test_schema_violation_publishes_nothing(builder: ChatDbBuilder, tmp_path: Pa
     db = small_db(builder)
     target = tmp_path / "sessions.json"
     target.write_text("previous good file")
-    import imessage_finetune.sessions as stage
+    import imessage_finetune.stages.sessions as stage
 
     real = stage.message_kwargs
     monkeypatch.setattr(stage, "message_kwargs", lambda m: {**real(m), "message_time": "soon"})
@@ -83,10 +83,10 @@ def test_demo_sessions_hold_every_expected_message_and_nothing_else(tmp_path: Pa
     order, under the right senders, and the exclusions are counted under their reasons."""
     from collections import Counter
 
-    from imessage_finetune.demo import build_demo
-    from imessage_finetune.demo_script import DEMO_CHATS, DEMO_CONTACTS, DEMO_MESSAGES
-    from imessage_finetune.snapshot import take_snapshot, write_contacts
-    from imessage_finetune.sessions import load_contacts
+    from imessage_finetune.fixtures.demo import build_demo
+    from imessage_finetune.fixtures.demo_script import DEMO_CHATS, DEMO_CONTACTS, DEMO_MESSAGES
+    from imessage_finetune.stages.snapshot import take_snapshot, write_contacts
+    from imessage_finetune.stages.sessions import load_contacts
 
     demo = build_demo(tmp_path / "demo")
     take_snapshot(demo.chat_db, tmp_path / "chat.db")

@@ -18,7 +18,7 @@ from imessage_finetune.errors import (
     NotAChatDb,
     NotSqlite,
 )
-from imessage_finetune.snapshot import take_snapshot
+from imessage_finetune.stages.snapshot import take_snapshot
 
 
 def small_db(path: Path, wal: bool = False) -> ChatDbBuilder:
@@ -124,7 +124,7 @@ def test_killed_snapshot_leaves_no_artifact(tmp_path: Path) -> None:
         "        return super().backup(target, pages=1, progress=kill)\n"
         "connect = sqlite3.connect\n"
         "sqlite3.connect = lambda *a, **kw: connect(*a, factory=Killed, **kw)\n"
-        "from imessage_finetune.snapshot import take_snapshot\n"
+        "from imessage_finetune.stages.snapshot import take_snapshot\n"
         "take_snapshot(Path(sys.argv[1]), Path(sys.argv[2]))\n"
     )
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "src.db"), str(out / "chat.db")])
@@ -137,8 +137,8 @@ def test_contacts_sharing_a_number_leave_it_unresolved_and_keep_it_out_of_errors
     """Two cards with one number: the number maps to no name, and contacts.json is still written."""
     import json
 
-    from imessage_finetune.chatdb.contacts import Contact, write_addressbook
-    from imessage_finetune.snapshot import write_contacts
+    from imessage_finetune.sources.contacts import Contact, write_addressbook
+    from imessage_finetune.stages.snapshot import write_contacts
 
     book = tmp_path / "AddressBook-v22.abcddb"
     write_addressbook(book, [Contact(first="Mom", phones=("+15555550100",)), Contact(first="Dad", phones=("+15555550100",))])

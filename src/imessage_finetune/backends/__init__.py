@@ -7,7 +7,7 @@ package. `local` trains on this machine instead: there is no job to poll, so it 
 training loop with the same reporting (steps, loss, Ctrl-C, resume), not a service.
 """
 
-from imessage_finetune.backends.base import (
+from imessage_finetune.backends.openai.service import (
     TERMINAL_STATUSES,
     FineTuneBackend,
     Job,

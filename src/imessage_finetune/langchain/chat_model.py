@@ -1,6 +1,6 @@
 """A LangChain chat model backed by the adapter the local backend trained.
 
-    from imessage_finetune.chat_model import LocalChatModel
+    from imessage_finetune.langchain.chat_model import LocalChatModel
     llm = LocalChatModel.from_model_json("artifacts/model.json")
     llm.invoke("are you free tonight?").content
 
@@ -20,9 +20,9 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, PrivateAttr
 
-from .config import LocalConfig
-from .errors import FineTuneError
-from .jsonio import load_json
+from imessage_finetune.config import LocalConfig
+from imessage_finetune.errors import FineTuneError
+from imessage_finetune.jsonio import load_json
 
 ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 
@@ -86,7 +86,7 @@ class LocalChatModel(BaseChatModel):
 
     def _pieces(self, messages: list[BaseMessage]) -> Iterator[str]:
         if self._chat is None:
-            from .backends.local.chat import LocalChat
+            from imessage_finetune.backends.local.chat import LocalChat
 
             self._chat = LocalChat(self.model_json, self.artifacts_dir, self.base_dir, self.settings)
         return self._chat.stream(self._messages(messages))

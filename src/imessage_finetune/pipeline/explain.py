@@ -24,7 +24,7 @@ from doit.loader import load_doit_config, load_tasks
 from doit.reporter import ConsoleReporter
 from doit.task import Task
 
-from .doit_state import SyncedJsonDB
+from imessage_finetune.pipeline.doit_state import SyncedJsonDB
 
 VERBOSITY_ENV = "IMESSAGE_FINETUNE_VERBOSITY"  # 0 quiet, 1 normal, 2 verbose
 

@@ -18,9 +18,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from imessage_finetune import __version__
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 KEY_DEPENDENCIES = ("doit", "jsonschema", "jsonschema-rs", "orjson", "langchain-core")
 
 

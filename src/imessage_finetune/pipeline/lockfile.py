@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write
-from .fingerprint import file_digest
-from .jsonio import dump_json, load_json
+from imessage_finetune.atomic import atomic_write
+from imessage_finetune.pipeline.fingerprint import file_digest
+from imessage_finetune.jsonio import dump_json, load_json
 
 LOCK_FILE = "pipeline.lock.json"
 FORMAT = "imessage-finetune/lock"

@@ -23,16 +23,16 @@ from doit.cmd_base import ModuleTaskLoader
 from doit.doit_cmd import DoitMain
 from doit.exceptions import TaskFailed
 
-from . import artifacts
-from .atomic import clean_stale_temporaries
-from .config import Config, find_config, load_config
-from .doit_state import BACKEND_NAME, DOIT_PLUGINS
-from .explain import ExplainingReporter, verbosity
-from .errors import FinetuneError, FineTuneError
-from .jsonio import load_json
-from .fingerprint import FilesUnchanged, StageFingerprint, files_state, package_versions
-from .lockfile import lock_path, record_stage
-from .snapshot import contacts_sources, source_files, take_snapshot, write_contacts
+from imessage_finetune import artifacts
+from imessage_finetune.atomic import clean_stale_temporaries
+from imessage_finetune.config import Config, find_config, load_config
+from imessage_finetune.pipeline.doit_state import BACKEND_NAME, DOIT_PLUGINS
+from imessage_finetune.pipeline.explain import ExplainingReporter, verbosity
+from imessage_finetune.errors import FinetuneError, FineTuneError
+from imessage_finetune.jsonio import load_json
+from imessage_finetune.pipeline.fingerprint import FilesUnchanged, StageFingerprint, files_state, package_versions
+from imessage_finetune.pipeline.lockfile import lock_path, record_stage
+from imessage_finetune.stages.snapshot import contacts_sources, source_files, take_snapshot, write_contacts
 
 # [dataset] keys that only the dataset stage reads; every other key shapes merged.json too.
 DATASET_ONLY_KEYS = ("validation_share", "split_seed")
@@ -104,7 +104,7 @@ class Pipeline:
     def build_demo_if_missing(self) -> None:
         """Generate the demo database for commands that read it outside the pipeline."""
         if not self.source().exists():
-            from .demo import build_demo
+            from imessage_finetune.fixtures.demo import build_demo
 
             self.prepare()
             build_demo(self.demo_dir)
@@ -141,7 +141,7 @@ def stage_task(
     FinetuneError becomes a one-line failure that says what to do; a success is recorded in
     pipeline.lock.json.
     """
-    fingerprint = StageFingerprint(name, params, module or f"{name}.py")
+    fingerprint = StageFingerprint(name, params, module or f"stages/{name}.py")
     uptodate: list[Any] = [FilesUnchanged("source", watched, save_after=False)] if watched else []
     uptodate += [fingerprint, FilesUnchanged("targets", targets, save_after=True)]
 
@@ -198,7 +198,7 @@ def doit_namespace(config: Config) -> dict[str, Any]:
     }
 
     if config.uses_demo:
-        from .demo import DEMO_VERSION, build_demo
+        from imessage_finetune.fixtures.demo import DEMO_VERSION, build_demo
 
         def demo() -> None:
             pipe.prepare()
@@ -212,6 +212,7 @@ def doit_namespace(config: Config) -> dict[str, Any]:
             doc="Generate the built-in demo chat.db and Contacts database.",
             params={"demo_version": DEMO_VERSION},
             targets=[pipe.demo_dir / artifacts.DEMO_CHAT_DB, pipe.demo_dir / artifacts.DEMO_ADDRESSBOOK],
+            module="fixtures/demo.py",
         )
 
     def snapshot() -> dict[str, Any]:
@@ -241,7 +242,7 @@ def doit_namespace(config: Config) -> dict[str, Any]:
     )
 
     def sessions() -> None:
-        from .sessions import load_contacts, reader_options, write_sessions
+        from imessage_finetune.stages.sessions import load_contacts, reader_options, write_sessions
 
         pipe.prepare()
         with progress_bar("sessions") as progress:
@@ -265,8 +266,8 @@ def doit_namespace(config: Config) -> dict[str, Any]:
     )
 
     def merged() -> None:
-        from .merged import write_merged
-        from .tokens import counter_for
+        from imessage_finetune.stages.merged import write_merged
+        from imessage_finetune.tokens import counter_for
 
         pipe.prepare()
         stats = write_merged(sessions_path, merged_path, config.dataset, counter_for(config.finetune.model))
@@ -288,8 +289,8 @@ def doit_namespace(config: Config) -> dict[str, Any]:
     )
 
     def dataset() -> None:
-        from .dataset import write_dataset
-        from .tokens import counter_for
+        from imessage_finetune.stages.dataset import write_dataset
+        from imessage_finetune.tokens import counter_for
 
         pipe.prepare()
         summary = write_dataset(
@@ -324,7 +325,7 @@ YES_ENV = "IMESSAGE_FINETUNE_YES"  # set by `run --yes`: skip the confirmation o
 
 def confirm_sending(disclosure: Any, config: Config) -> None:
     """Show what will leave the machine and ask, unless confirmation is switched off."""
-    from .upload import FineTuneSetupError, calendar_notice
+    from imessage_finetune.backends.openai.upload import FineTuneSetupError, calendar_notice
 
     cost = disclosure.estimated_cost_usd
     say(
@@ -353,8 +354,8 @@ def add_finetune_tasks(namespace: dict[str, Any], pipe: Pipeline, dataset_target
     if pipe.config.finetune.backend == "local":
         add_local_train_task(namespace, pipe, dataset_targets)
         return
-    from .model import TRAINING_KEYS, recorded_job_id, train
-    from .upload import check_before_sending, endpoint, make_backend, upload_files
+    from imessage_finetune.stages.model import TRAINING_KEYS, recorded_job_id, train
+    from imessage_finetune.backends.openai.upload import check_before_sending, endpoint, make_backend, upload_files
 
     config = pipe.config
     upload_path = pipe.path(artifacts.UPLOAD)
@@ -377,6 +378,7 @@ def add_finetune_tasks(namespace: dict[str, Any], pipe: Pipeline, dataset_target
         params={"backend": config.finetune.backend, "endpoint": endpoint(config.finetune)},
         targets=[upload_path],
         file_dep=dataset_targets,
+        module="backends/openai/upload.py",
         clean=False,
     )
 
@@ -435,15 +437,15 @@ def add_finetune_tasks(namespace: dict[str, Any], pipe: Pipeline, dataset_target
         params={**{k: config.section("finetune")[k] for k in TRAINING_KEYS}, "endpoint": endpoint(config.finetune)},
         targets=[model_path],
         file_dep=[upload_path],
-        module="model.py",
+        module="stages/model.py",
         clean=False,
     )
 
 
 def add_local_train_task(namespace: dict[str, Any], pipe: Pipeline, dataset_targets: list[Path]) -> None:
     """The local stage: a LoRA adapter trained here from train.jsonl; nothing is uploaded."""
-    from .backends.local.base_model import folder_files
-    from .model import DEMO_NOTICE, LOCAL_LIBRARIES, local_training_params, train_local
+    from imessage_finetune.backends.local.base_model import folder_files
+    from imessage_finetune.stages.model import DEMO_NOTICE, LOCAL_LIBRARIES, local_training_params, train_local
 
     config = pipe.config
     adapter = pipe.path(artifacts.ADAPTER)
@@ -498,7 +500,7 @@ def add_local_train_task(namespace: dict[str, Any], pipe: Pipeline, dataset_targ
         targets=[pipe.path(artifacts.MODEL), *(adapter / name for name in artifacts.ADAPTER_FILES)],
         file_dep=dataset_targets,
         watched=base_files,
-        module="model.py",
+        module="stages/model.py",
         clean=False,
     )
 

@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import artifacts
-from .atomic import atomic_write
-from .config import DatasetConfig, FinetuneConfig
-from .errors import DatasetError
-from .jsonio import dump_compact, dump_json, read_stream, read_trailer
-from .merged import FORMAT as MERGED_FORMAT
-from .tokens import TokenCounter, token_limit
-from .validation import validate_document
-from .validator import ValidationResult, validate_lines
+from imessage_finetune import artifacts
+from imessage_finetune.atomic import atomic_write
+from imessage_finetune.config import DatasetConfig, FinetuneConfig
+from imessage_finetune.errors import DatasetError
+from imessage_finetune.jsonio import dump_compact, dump_json, read_stream, read_trailer
+from imessage_finetune.stages.merged import FORMAT as MERGED_FORMAT
+from imessage_finetune.tokens import TokenCounter, token_limit
+from imessage_finetune.schema_check import validate_document
+from imessage_finetune.openai_file import ValidationResult, validate_lines
 
 SHOWN_PROBLEMS = 20
 

@@ -21,17 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import artifacts
-from .atomic import atomic_write
-from .chat_utils import redact, split_on_idle_gap, window
-from .chatdb.dates import unix_to_iso
-from .config import DatasetConfig
-from .errors import DatasetError
-from .jsonio import StreamWriter, read_stream, read_trailer
-from .sessions import FORMAT as SESSIONS_FORMAT
-from .tokens import TokenCounter
-from .validation import validate_document
-from .validator import SPECIAL_TOKEN_RE
+from imessage_finetune import artifacts
+from imessage_finetune.atomic import atomic_write
+from imessage_finetune.langchain.chat_utils import redact, split_on_idle_gap, window
+from imessage_finetune.sources.chatdb.dates import unix_to_iso
+from imessage_finetune.config import DatasetConfig
+from imessage_finetune.errors import DatasetError
+from imessage_finetune.jsonio import StreamWriter, read_stream, read_trailer
+from imessage_finetune.stages.sessions import FORMAT as SESSIONS_FORMAT
+from imessage_finetune.tokens import TokenCounter
+from imessage_finetune.schema_check import validate_document
+from imessage_finetune.openai_file import SPECIAL_TOKEN_RE
 
 FORMAT = "imessage-finetune/merged"
 VERSION = 1

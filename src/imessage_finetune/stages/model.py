@@ -21,14 +21,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from . import artifacts
-from .atomic import atomic_dir, atomic_write
-from .backends.base import FineTuneBackend, Job, JobEvent, ReadFailure, follow_job
-from .config import Config, FinetuneConfig
-from .errors import FineTuneError
-from .fingerprint import file_digest, package_versions
-from .jsonio import dump_json, load_json
-from .validation import validate_document
+from imessage_finetune import artifacts
+from imessage_finetune.atomic import atomic_dir, atomic_write
+from imessage_finetune.backends.openai.service import FineTuneBackend, Job, JobEvent, ReadFailure, follow_job
+from imessage_finetune.config import Config, FinetuneConfig
+from imessage_finetune.errors import FineTuneError
+from imessage_finetune.pipeline.fingerprint import file_digest, package_versions
+from imessage_finetune.jsonio import dump_json, load_json
+from imessage_finetune.schema_check import validate_document
 
 PIPELINE_TAG = "imessage-finetune"
 TRAINING_KEYS = ("model", "suffix", "n_epochs", "batch_size", "learning_rate_multiplier", "seed")
@@ -154,7 +154,7 @@ DEMO_NOTICE = (
 
 def local_training_params(config: Config) -> dict[str, Any]:
     """What the local training's result depends on, besides the data (the stage's parameters)."""
-    from .backends.local.tiny_model import DEMO_MODEL_VERSION
+    from imessage_finetune.backends.local.tiny_model import DEMO_MODEL_VERSION
 
     local = config.section("finetune")["local"]
     params = {k: v for k, v in local.items() if k not in LOCAL_NOT_TRAINING_KEYS}
@@ -176,14 +176,14 @@ def train_local(
     `on_start` gets the device, the number of examples and the number of steps. A run that
     was stopped resumes from its checkpoint when its data and settings are unchanged.
     """
-    from .backends import local
-    from .backends.local.checkpoints import CheckpointStore
+    from imessage_finetune.backends import local
+    from imessage_finetune.backends.local.checkpoints import CheckpointStore
 
     local.require()
     local.quiet_libraries()
-    from .backends.local import base_model
-    from .backends.local.examples import ExampleBuilder
-    from .backends.local.trainer import train_adapter
+    from imessage_finetune.backends.local import base_model
+    from imessage_finetune.backends.local.examples import ExampleBuilder
+    from imessage_finetune.backends.local.trainer import train_adapter
 
     settings = config.finetune.local
     device = local.resolve_device(settings.device)

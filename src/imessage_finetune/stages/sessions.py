@@ -13,15 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import artifacts
-from .atomic import atomic_write
-from .chatdb.connection import open_chat_db
-from .chatdb.contacts import ContactBook
-from .chatdb.dates import unix_to_iso
-from .chatdb.reader import Chat, ChatDbReader, Message, ReaderOptions, ReadStats
-from .config import Config, parse_date, parse_timezone
-from .jsonio import StreamWriter, load_json
-from .validation import validate_document
+from imessage_finetune import artifacts
+from imessage_finetune.atomic import atomic_write
+from imessage_finetune.sources.chatdb.connection import open_chat_db
+from imessage_finetune.sources.contacts import ContactBook
+from imessage_finetune.sources.chatdb.dates import unix_to_iso
+from imessage_finetune.sources.chatdb.reader import Chat, ChatDbReader, Message, ReaderOptions, ReadStats
+from imessage_finetune.config import Config, parse_date, parse_timezone
+from imessage_finetune.jsonio import StreamWriter, load_json
+from imessage_finetune.schema_check import validate_document
 
 FORMAT = "imessage-finetune/sessions"
 VERSION = 1

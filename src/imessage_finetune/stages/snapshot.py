@@ -14,18 +14,18 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import artifacts
-from .atomic import atomic_path, atomic_write
-from .chatdb.connection import (
+from imessage_finetune import artifacts
+from imessage_finetune.atomic import atomic_path, atomic_write
+from imessage_finetune.sources.chatdb.connection import (
     ADDRESSBOOK,
     open_readonly,
     require_messages_tables,
     sidecar,
     translate_sqlite_errors,
 )
-from .chatdb.contacts import ContactBook, default_addressbook_paths
-from .jsonio import dump_json
-from .validation import validate_document
+from imessage_finetune.sources.contacts import ContactBook, default_addressbook_paths
+from imessage_finetune.jsonio import dump_json
+from imessage_finetune.schema_check import validate_document
 
 @dataclass(frozen=True)
 class SnapshotSummary:

@@ -14,7 +14,7 @@ import pytest
 
 from fake_openai import API_KEY, FakeOpenAI
 from imessage_finetune.backends import Job, JobEvent, ReadFailure, follow_job
-from imessage_finetune.backends.openai_backend import OpenAIBackend
+from imessage_finetune.backends.openai.client import OpenAIBackend
 from imessage_finetune.errors import (
     FineTuneAuthError,
     FineTuneError,

@@ -12,7 +12,7 @@ import pytest
 from fake_openai import API_KEY, FakeOpenAI
 from imessage_finetune import artifacts
 from imessage_finetune.config import load_config
-from imessage_finetune.tasks import run_doit as doit_command
+from imessage_finetune.pipeline.tasks import run_doit as doit_command
 from pipeline_runner import run_doit, write_config
 
 KEY = {"OPENAI_API_KEY": API_KEY, "IMESSAGE_FINETUNE_STRICT_API": "1"}
@@ -116,10 +116,10 @@ def test_network_faults_end_with_one_file_and_one_job(
 @pytest.mark.parametrize(
     ("point", "kind"),
     [
-        ("imessage_finetune.upload:atomic_write:1", "sigkill"),  # uploaded, receipt not written
-        ("imessage_finetune.model:record_job:1", "sigkill"),  # job created, id not recorded
-        ("imessage_finetune.backends.base:JobEvent:2", "sigkill"),  # while following the job
-        ("imessage_finetune.backends.base:JobEvent:2", "sigint"),  # Ctrl-C while following
+        ("imessage_finetune.backends.openai.upload:atomic_write:1", "sigkill"),  # uploaded, receipt not written
+        ("imessage_finetune.stages.model:record_job:1", "sigkill"),  # job created, id not recorded
+        ("imessage_finetune.backends.openai.service:JobEvent:2", "sigkill"),  # while following the job
+        ("imessage_finetune.backends.openai.service:JobEvent:2", "sigint"),  # Ctrl-C while following
     ],
     ids=["after-upload", "after-create", "while-polling", "ctrl-c-while-polling"],
 )

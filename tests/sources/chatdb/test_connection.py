@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from chatdb_builder import ChatDbBuilder
-from imessage_finetune.chatdb.connection import open_chat_db, open_readonly
+from imessage_finetune.sources.chatdb.connection import open_chat_db, open_readonly
 from imessage_finetune.errors import (
     ChatDbBusy,
     ChatDbIsDirectory,
@@ -51,7 +51,7 @@ def count_in_subprocess(db: Path) -> str:
     """Count messages through open_readonly in another process, as the CLI would."""
     code = (
         "import sys; from pathlib import Path;"
-        "from imessage_finetune.chatdb.connection import open_readonly\n"
+        "from imessage_finetune.sources.chatdb.connection import open_readonly\n"
         "with open_readonly(Path(sys.argv[1])) as c: print(c.execute('select count(*) from message').fetchone()[0])"
     )
     result = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True, text=True, check=True)
@@ -123,7 +123,7 @@ def test_permission_denied_points_to_full_disk_access(tmp_path: Path) -> None:
     db.path.chmod(0o000)
     code = (
         "import sys; from pathlib import Path;"
-        "from imessage_finetune.chatdb.connection import open_readonly\n"
+        "from imessage_finetune.sources.chatdb.connection import open_readonly\n"
         "try:\n"
         "    with open_readonly(Path(sys.argv[1])): pass\n"
         "except Exception as e: print(type(e).__name__, e)\n"

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from chatdb_builder import BASE_TIME, ChatDbBuilder
-from imessage_finetune.chatdb import summary_info, typedstream
-from imessage_finetune.chatdb.apple_schema import MACOS_RELEASES
-from imessage_finetune.chatdb.connection import open_chat_db
-from imessage_finetune.chatdb.contacts import Contact, ContactBook
-from imessage_finetune.chatdb.reader import ChatDbReader, ReaderOptions
+from imessage_finetune.sources.chatdb import summary_info, typedstream
+from imessage_finetune.fixtures.apple_schema import MACOS_RELEASES
+from imessage_finetune.sources.chatdb.connection import open_chat_db
+from imessage_finetune.sources.contacts import Contact, ContactBook
+from imessage_finetune.sources.chatdb.reader import ChatDbReader, ReaderOptions
 
 ALICE = "+15555550101"
 BOB = "bob@example.com"

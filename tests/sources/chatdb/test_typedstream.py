@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from imessage_finetune.chatdb.typedstream import (
+from imessage_finetune.sources.chatdb.typedstream import (
     PART_KEY,
     AttributedString,
     Run,

@@ -32,7 +32,7 @@ def locate(name: str, base_dir: Path, artifacts_dir: Path) -> BaseModelSource:
     like a path but is not a folder is an error; anything else is a Hugging Face id.
     """
     if name == DEMO_BASE_MODEL:
-        from .tiny_model import build_demo_model, is_current
+        from imessage_finetune.backends.local.tiny_model import build_demo_model, is_current
 
         folder = artifacts.DEMO_BASE_MODEL.path(artifacts_dir)
         if not is_current(folder):

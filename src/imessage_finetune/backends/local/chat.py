@@ -11,7 +11,7 @@ from imessage_finetune import artifacts
 from imessage_finetune.config import LocalConfig
 from imessage_finetune.errors import FineTuneError
 
-from . import base_model, quiet_libraries, require, resolve_device
+from imessage_finetune.backends.local import base_model, quiet_libraries, require, resolve_device
 
 
 class LocalChat:

@@ -26,7 +26,7 @@ SEED = 0
 
 def build_demo_model(folder: Path) -> Path:
     """Write the demo model and tokenizer into `folder` (replaced whole, never half-written)."""
-    from . import quiet_libraries
+    from imessage_finetune.backends.local import quiet_libraries
 
     quiet_libraries()
     import torch

@@ -23,8 +23,8 @@ from typing import Any
 from imessage_finetune.config import LocalConfig
 from imessage_finetune.errors import FineTuneError
 
-from .checkpoints import CheckpointStore
-from .examples import IGNORE, TokenizedExample
+from imessage_finetune.backends.local.checkpoints import CheckpointStore
+from imessage_finetune.backends.local.examples import IGNORE, TokenizedExample
 
 WARMUP_SHARE = 0.05  # of all steps, with a linear rise, then a linear decay to 0
 MAX_GRAD_NORM = 1.0

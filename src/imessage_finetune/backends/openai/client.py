@@ -28,7 +28,7 @@ import openai
 from openai.types import FileObject
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 
-from imessage_finetune.backends.base import Hyperparameter, Job, JobEvent, RemoteFile
+from imessage_finetune.backends.openai.service import Hyperparameter, Job, JobEvent, RemoteFile
 from imessage_finetune.errors import (
     FineTuneAuthError,
     FineTuneError,

@@ -16,16 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import artifacts
-from .atomic import atomic_write
-from .backends.base import FineTuneBackend
-from .config import Config, FinetuneConfig
-from .tokens import token_limit
-from .errors import FineTuneError
-from .fingerprint import file_digest
-from .jsonio import dump_json, load_json
-from .validation import validate_document
-from .validator import validate_file
+from imessage_finetune import artifacts
+from imessage_finetune.atomic import atomic_write
+from imessage_finetune.backends.openai.service import FineTuneBackend
+from imessage_finetune.config import Config, FinetuneConfig
+from imessage_finetune.tokens import token_limit
+from imessage_finetune.errors import FineTuneError
+from imessage_finetune.pipeline.fingerprint import file_digest
+from imessage_finetune.jsonio import dump_json, load_json
+from imessage_finetune.schema_check import validate_document
+from imessage_finetune.openai_file import validate_file
 
 KEY_ENV = "OPENAI_API_KEY"
 STRICT_ENV = "IMESSAGE_FINETUNE_STRICT_API"
@@ -74,7 +74,7 @@ def api_key(finetune: FinetuneConfig, base_dir: Path) -> str:
 
 def make_backend(config: Config, *, strict: bool = False) -> FineTuneBackend:
     """The configured backend, with its key."""
-    from .backends.openai_backend import OpenAIBackend
+    from imessage_finetune.backends.openai.client import OpenAIBackend
 
     finetune = config.finetune
     return OpenAIBackend(

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import (
+from imessage_finetune.errors import (
     ChatDbBusy,
     ChatDbError,
     ChatDbIsDirectory,
@@ -32,7 +32,7 @@ from ..errors import (
     NotAChatDb,
     NotSqlite,
 )
-from .schema import REQUIRED_TABLES
+from imessage_finetune.sources.chatdb.schema import REQUIRED_TABLES
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 WAL_MODE_VERSION = 2  # header bytes 18-19 hold 2 for WAL, 1 for a rollback journal

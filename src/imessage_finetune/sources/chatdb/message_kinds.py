@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ..errors import TypedStreamError
-from . import summary_info, typedstream
-from .schema import (
+from imessage_finetune.errors import TypedStreamError
+from imessage_finetune.sources.chatdb import summary_info, typedstream
+from imessage_finetune.sources.chatdb.schema import (
     ATTACHMENT_CHARACTER,
     ORDINARY_ASSOCIATION,
     POLL_VOTE,

@@ -10,9 +10,9 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .chatdb.contacts import ContactBook
-from .chatdb.dates import apple_to_unix, unix_to_iso
-from .chatdb.reader import Chat, ChatDbReader, ReaderOptions
+from imessage_finetune.sources.contacts import ContactBook
+from imessage_finetune.sources.chatdb.dates import apple_to_unix, unix_to_iso
+from imessage_finetune.sources.chatdb.reader import Chat, ChatDbReader, ReaderOptions
 
 
 @dataclass(frozen=True)

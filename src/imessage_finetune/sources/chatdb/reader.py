@@ -14,10 +14,10 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .contacts import ContactBook
-from .dates import apple_to_unix
-from .message_kinds import Exclusion, classify
-from .schema import (
+from imessage_finetune.sources.contacts import ContactBook
+from imessage_finetune.sources.chatdb.dates import apple_to_unix
+from imessage_finetune.sources.chatdb.message_kinds import Exclusion, classify
+from imessage_finetune.sources.chatdb.schema import (
     CHAT_STYLE_GROUP,
     MESSAGE_COLUMNS,
     OPTIONAL_MESSAGE_COLUMNS,

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from imessage_finetune.chatdb import typedstream
+from imessage_finetune.sources.chatdb import typedstream
 from imessage_finetune.errors import TypedStreamError
 
 
