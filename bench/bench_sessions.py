@@ -216,7 +216,8 @@ def _insert_messages(
     """Insert `count` messages in date order, in batches; return how many of each kind."""
     # Imported here, in the build process only, to keep the measuring process small.
     from imessage_finetune.sources.chatdb.dates import APPLE_EPOCH_UNIX, unix_to_apple_ns
-    from imessage_finetune.sources.chatdb.typedstream import PART_KEY, encode
+    from imessage_finetune.fixtures.typedstream import encode
+    from imessage_finetune.sources.chatdb.typedstream import PART_KEY
 
     kinds: Counter[str] = Counter()
     # Heavy-tailed chat sizes, as in real histories.

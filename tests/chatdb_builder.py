@@ -13,7 +13,7 @@ from typing import Any
 
 from imessage_finetune.fixtures.apple_schema import create_schema
 from imessage_finetune.sources.chatdb.dates import APPLE_EPOCH_UNIX, unix_to_apple_ns
-from imessage_finetune.sources.chatdb.typedstream import encode
+from imessage_finetune.fixtures.typedstream import encode
 
 BASE_TIME = 1_700_000_000  # 2023-11-14T22:13:20Z
 

@@ -23,7 +23,7 @@ from imessage_finetune.config import CONFIG_ENV, Config, FinetuneConfig, find_co
 from imessage_finetune.errors import FinetuneError, SchemaValidationError
 from imessage_finetune.sources.chatdb.overview import conversations, diagnose
 from imessage_finetune.sources.contacts import ContactBook
-from imessage_finetune.stages.snapshot import contacts_sources, read_contacts
+from imessage_finetune.sources.contacts import contacts_sources, read_contacts
 from imessage_finetune.pipeline.explain import VERBOSITY_ENV, StageStatus, dag_lines, plan, stage_statuses
 from imessage_finetune.pipeline.lockfile import verify
 from imessage_finetune import artifacts

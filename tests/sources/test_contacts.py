@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from imessage_finetune.fixtures.addressbook import write_addressbook
 from imessage_finetune.fixtures.apple_schema import create_schema
 from imessage_finetune.sources.contacts import (
     Contact,
     ContactBook,
     default_addressbook_paths,
     normalize_handle,
-    write_addressbook,
 )
 from imessage_finetune.errors import ContactsError
 
@@ -385,67 +385,3 @@ def test_from_mapping_normalizes_keys_and_names() -> None:
     )
     assert book.to_mapping() == {"15558675309": "Jenny Tutone", "jenny@example.com": "Jenny Tutone"}
     assert book.name_for("555-867-5309") == "Jenny Tutone"
-
-
-# --- writing -------------------------------------------------------------------------
-
-
-def test_write_addressbook_is_byte_deterministic(tmp_path: Path) -> None:
-    """The same contacts give byte-identical files, wherever and whenever they are written."""
-    contacts = [JENNY, Contact(nickname="Mom", phones=("+15550000001", "06 12 34 56 78"))]
-    first, second = tmp_path / "a" / "AddressBook-v22.abcddb", tmp_path / "b" / "AddressBook-v22.abcddb"
-    for path in (first, second):
-        path.parent.mkdir()
-        write_addressbook(path, contacts)
-    assert first.read_bytes() == second.read_bytes()
-    write_addressbook(first, contacts)  # rewriting in place gives the same bytes again
-    assert first.read_bytes() == second.read_bytes()
-    write_addressbook(second, contacts[:1])
-    assert first.read_bytes() != second.read_bytes()
-
-
-def test_write_addressbook_uses_the_core_data_layout(tmp_path: Path) -> None:
-    """The file has Core Data's bookkeeping tables and columns, a fixed page size and no WAL."""
-    path = tmp_path / "AddressBook-v22.abcddb"
-    write_addressbook(path, [JENNY])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["AddressBook-v22.abcddb"]
-    conn = open_ro(path)
-    try:
-        assert conn.execute("PRAGMA page_size").fetchone() == (4096,)
-        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        expected = {"Z_PRIMARYKEY", "Z_METADATA", "ZABCDRECORD", "ZABCDPHONENUMBER", "ZABCDEMAILADDRESS"}
-        assert expected <= tables
-        record_columns = [row[1] for row in conn.execute("PRAGMA table_info(ZABCDRECORD)")]
-        assert record_columns[:3] == ["Z_PK", "Z_ENT", "Z_OPT"]
-        person = conn.execute(
-            "SELECT r.ZFIRSTNAME, r.ZLASTNAME, r.ZUNIQUEID, p.ZFULLNUMBER, p.ZLABEL, e.ZADDRESSNORMALIZED "
-            "FROM ZABCDRECORD r JOIN Z_PRIMARYKEY k ON k.Z_ENT = r.Z_ENT AND k.Z_NAME = 'ABCDContact' "
-            "JOIN ZABCDPHONENUMBER p ON p.ZOWNER = r.Z_PK JOIN ZABCDEMAILADDRESS e ON e.ZOWNER = r.Z_PK"
-        ).fetchall()
-        assert len(person) == 1
-        first, last, unique_id, number, label, email = person[0]
-        assert (first, last, number, label, email) == (
-            "Jenny", "Tutone", "+1 (555) 867-5309", "_$!<Mobile>!$_", "jenny@example.com"
-        )
-        assert unique_id.endswith(":ABPerson")
-    finally:
-        conn.close()
-
-
-def test_write_addressbook_replaces_a_store_and_its_stale_sidecar_files(tmp_path: Path) -> None:
-    """Rewriting a store removes leftover -wal/-shm/-journal files that SQLite would replay onto it."""
-    path = tmp_path / "AddressBook-v22.abcddb"
-    write_addressbook(path, [Contact(first="Old", phones=("+15550000003",))])
-    for suffix in ("-wal", "-shm", "-journal"):
-        (tmp_path / f"AddressBook-v22.abcddb{suffix}").write_bytes(b"stale")
-    write_addressbook(path, [JENNY])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["AddressBook-v22.abcddb"]
-    conn = open_ro(path)
-    try:
-        assert ContactBook.from_connections([conn]).to_mapping() == {
-            "15558675309": "Jenny Tutone",
-            "jenny@example.com": "Jenny Tutone",
-        }
-    finally:
-        conn.close()

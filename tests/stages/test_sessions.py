@@ -84,7 +84,7 @@ def test_demo_sessions_hold_every_expected_message_and_nothing_else(tmp_path: Pa
     from collections import Counter
 
     from imessage_finetune.fixtures.demo import build_demo
-    from imessage_finetune.fixtures.demo_script import DEMO_CHATS, DEMO_CONTACTS, DEMO_MESSAGES
+    from imessage_finetune.fixtures.demo_dialogue import DEMO_CHATS, DEMO_CONTACTS, DEMO_MESSAGES
     from imessage_finetune.stages.snapshot import take_snapshot, write_contacts
     from imessage_finetune.stages.sessions import load_contacts
 

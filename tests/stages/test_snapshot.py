@@ -137,7 +137,8 @@ def test_contacts_sharing_a_number_leave_it_unresolved_and_keep_it_out_of_errors
     """Two cards with one number: the number maps to no name, and contacts.json is still written."""
     import json
 
-    from imessage_finetune.sources.contacts import Contact, write_addressbook
+    from imessage_finetune.fixtures.addressbook import write_addressbook
+    from imessage_finetune.sources.contacts import Contact
     from imessage_finetune.stages.snapshot import write_contacts
 
     book = tmp_path / "AddressBook-v22.abcddb"

@@ -22,7 +22,7 @@ from imessage_finetune.sources.chatdb.reader import ChatDbReader, ReaderOptions
 from imessage_finetune.config import DEFAULT_CHAT_DB
 from imessage_finetune.jsonio import load_json
 from imessage_finetune.stages.sessions import message_kwargs
-from imessage_finetune.stages.snapshot import contacts_sources, read_contacts
+from imessage_finetune.sources.contacts import contacts_sources, read_contacts
 
 
 class IMessageChatLoader(BaseChatLoader):

@@ -32,7 +32,8 @@ from imessage_finetune.errors import FinetuneError, FineTuneError
 from imessage_finetune.jsonio import load_json
 from imessage_finetune.pipeline.fingerprint import FilesUnchanged, StageFingerprint, files_state, package_versions
 from imessage_finetune.pipeline.lockfile import lock_path, record_stage
-from imessage_finetune.stages.snapshot import contacts_sources, source_files, take_snapshot, write_contacts
+from imessage_finetune.sources.contacts import contacts_sources
+from imessage_finetune.stages.snapshot import source_files, take_snapshot, write_contacts
 
 # [dataset] keys that only the dataset stage reads; every other key shapes merged.json too.
 DATASET_ONLY_KEYS = ("validation_share", "split_seed")

@@ -16,28 +16,28 @@ code, so matching is done on normalised keys:
 * a handle that matches cards with two different names resolves to nothing rather
   than to a guess.
 
-The caller opens the databases (read-only, see `../shared/notes/chatdb.md` §8) and
-passes the connections; this module only runs SELECTs on them.
+`read_contacts` opens the databases read-only like chat.db (`../shared/notes/chatdb.md` §8);
+`ContactBook.from_connections` only runs SELECTs on connections it is given. The writer of
+such databases, for tests and the demo, is `fixtures.addressbook`.
 """
 
 from __future__ import annotations
 
-import os
-import plistlib
 import sqlite3
 import unicodedata
-import uuid
 from collections.abc import Iterable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from imessage_finetune.errors import ContactsError
+from imessage_finetune.sources.chatdb.connection import ADDRESSBOOK, open_readonly
 
-_ADDRESSBOOK_FILENAME = "AddressBook-v22.abcddb"
+ADDRESSBOOK_FILENAME = "AddressBook-v22.abcddb"
 
-_RECORD = "ZABCDRECORD"
-_PHONE = "ZABCDPHONENUMBER"
-_EMAIL = "ZABCDEMAILADDRESS"
+RECORD_TABLE = "ZABCDRECORD"
+PHONE_TABLE = "ZABCDPHONENUMBER"
+EMAIL_TABLE = "ZABCDEMAILADDRESS"
 
 # Phone numbers shorter than this are short codes: they only match exactly.
 _MIN_PHONE_DIGITS = 7
@@ -75,10 +75,10 @@ def default_addressbook_paths(home: Path | None = None) -> list[Path]:
     """
     root = (Path.home() if home is None else home) / "Library" / "Application Support" / "AddressBook"
     try:
-        candidates = [root / _ADDRESSBOOK_FILENAME]
+        candidates = [root / ADDRESSBOOK_FILENAME]
         sources = root / "Sources"
         if sources.is_dir():
-            candidates += [source / _ADDRESSBOOK_FILENAME for source in sources.iterdir()]
+            candidates += [source / ADDRESSBOOK_FILENAME for source in sources.iterdir()]
         return sorted(path for path in candidates if path.is_file())
     except PermissionError as exc:
         # macOS guards this folder; without access Python sees EPERM, not "missing".
@@ -86,6 +86,23 @@ def default_addressbook_paths(home: Path | None = None) -> list[Path]:
             f"cannot look for Contacts databases in {root}: permission denied; grant Full Disk "
             "Access (or Contacts access) to your terminal and the app that launched it"
         ) from exc
+
+
+def contacts_sources(explicit: list[Path] | None, home: Path | None = None) -> list[Path]:
+    """The Contacts databases to read: the configured ones, or those macOS keeps (auto)."""
+    if explicit is None:
+        return default_addressbook_paths(home)
+    return list(explicit)
+
+
+def read_contacts(sources: Iterable[Path], busy_timeout: float = 10.0) -> ContactBook:
+    """A contact book from Contacts databases, each opened read-only like chat.db."""
+    with ExitStack() as stack:
+        connections = [
+            stack.enter_context(open_readonly(path, busy_timeout=busy_timeout, kind=ADDRESSBOOK))
+            for path in sources
+        ]
+        return ContactBook.from_connections(connections)
 
 
 def normalize_handle(handle: str) -> str:
@@ -202,48 +219,18 @@ class ContactBook:
         return found
 
 
-def write_addressbook(path: Path, contacts: Iterable[Contact]) -> None:
-    """Create an AddressBook-v22.abcddb in the real Core Data layout (for tests and the demo).
-
-    The bytes are deterministic: fixed page size, journal_mode DELETE, no timestamps
-    from the clock. An existing file at `path` is replaced atomically.
-    """
-    path = Path(path)
-    contacts = list(contacts)
-    partial = path.with_name(path.name + ".partial")
-    partial.unlink(missing_ok=True)
-    conn = sqlite3.connect(partial, isolation_level=None)
-    try:
-        conn.execute("PRAGMA page_size = 4096")
-        conn.execute("PRAGMA journal_mode = DELETE")
-        conn.execute("BEGIN")
-        for statement in _ADDRESSBOOK_DDL:
-            conn.execute(statement)
-        _insert_contacts(conn, contacts)
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
-    # A stale WAL or journal beside the target would be replayed onto the new file.
-    for suffix in ("-wal", "-shm", "-journal"):
-        path.with_name(path.name + suffix).unlink(missing_ok=True)
-    os.replace(partial, path)
-
-
-# --- reading -------------------------------------------------------------------------
-
-
 def _read_contacts(conn: sqlite3.Connection) -> list[Contact]:
     where = _describe(conn)
-    advice = f"pass the {_ADDRESSBOOK_FILENAME} files under ~/Library/Application Support/AddressBook"
+    advice = f"pass the {ADDRESSBOOK_FILENAME} files under ~/Library/Application Support/AddressBook"
     try:
         tables = {
             str(row[0]).upper()
             for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
-        record_columns = _columns(conn, _RECORD) if _RECORD in tables else set()
+        record_columns = _columns(conn, RECORD_TABLE) if RECORD_TABLE in tables else set()
         if "Z_PK" not in record_columns:
             raise ContactsError(
-                f"{where} is not a Contacts (AddressBook) database: it has no {_RECORD} table "
+                f"{where} is not a Contacts (AddressBook) database: it has no {RECORD_TABLE} table "
                 f"with a Z_PK column; {advice}"
             )
         names_sql = ", ".join(
@@ -252,10 +239,10 @@ def _read_contacts(conn: sqlite3.Connection) -> list[Contact]:
         )
         records = {
             row[0]: tuple(_text(value) for value in row[1:])
-            for row in conn.execute(f"SELECT Z_PK, {names_sql} FROM {_RECORD} ORDER BY Z_PK")
+            for row in conn.execute(f"SELECT Z_PK, {names_sql} FROM {RECORD_TABLE} ORDER BY Z_PK")
         }
-        phones = _owned_values(conn, tables, _PHONE, ("ZFULLNUMBER",))
-        emails = _owned_values(conn, tables, _EMAIL, ("ZADDRESS", "ZADDRESSNORMALIZED"))
+        phones = _owned_values(conn, tables, PHONE_TABLE, ("ZFULLNUMBER",))
+        emails = _owned_values(conn, tables, EMAIL_TABLE, ("ZADDRESS", "ZADDRESSNORMALIZED"))
     except sqlite3.Error as exc:
         raise ContactsError(f"cannot read {where} as a Contacts database: {exc}; {advice}") from exc
     return [
@@ -352,100 +339,3 @@ def _offers(digits: str) -> list[str]:
     offers = [digits[-_NATIONAL_DIGITS:]] if len(digits) >= _NATIONAL_DIGITS else []
     offers += [digits[-n:] for n in range(_MIN_PHONE_DIGITS, _NATIONAL_DIGITS) if len(digits) > n]
     return offers
-
-
-# --- writing -------------------------------------------------------------------------
-
-# Entity numbers of Contacts' Core Data model (ABAddressBook on macOS 26): name, id, parent.
-_ENTITIES: tuple[tuple[str, int, int], ...] = (
-    ("ABCDEmailAddress", 11, 0),
-    ("ABCDPhoneNumber", 15, 0),
-    ("ABCDRecord", 17, 0),
-    ("ABCDAbstractGroup", 18, 17),
-    ("ABCDGroup", 19, 18),
-    ("ABCDContact", 22, 17),
-    ("CNCDContainer", 25, 17),
-)
-_ENT = {name: number for name, number, _ in _ENTITIES}
-_ENTITY_OF = {_PHONE: "ABCDPhoneNumber", _EMAIL: "ABCDEmailAddress"}
-
-# A subset of the real store's DDL, in Core Data's column order and spelling.
-_ADDRESSBOOK_DDL: tuple[str, ...] = (
-    "CREATE TABLE Z_PRIMARYKEY (Z_ENT INTEGER PRIMARY KEY, Z_NAME VARCHAR, Z_SUPER INTEGER, Z_MAX INTEGER)",
-    "CREATE TABLE Z_METADATA (Z_VERSION INTEGER PRIMARY KEY, Z_UUID VARCHAR(255), Z_PLIST BLOB)",
-    "CREATE TABLE ZABCDRECORD ( Z_PK INTEGER PRIMARY KEY, Z_ENT INTEGER, Z_OPT INTEGER, ZDISPLAYFLAGS INTEGER,"
-    " ZCONTAINER1 INTEGER, ZCREATIONDATE TIMESTAMP, ZMODIFICATIONDATE TIMESTAMP, ZUNIQUEID VARCHAR, ZNAME VARCHAR,"
-    " ZDEPARTMENT VARCHAR, ZFIRSTNAME VARCHAR, ZJOBTITLE VARCHAR, ZLASTNAME VARCHAR, ZMAIDENNAME VARCHAR,"
-    " ZMIDDLENAME VARCHAR, ZNICKNAME VARCHAR, ZORGANIZATION VARCHAR, ZSUFFIX VARCHAR, ZTITLE VARCHAR,"
-    " ZIMAGEDATA BLOB, ZTHUMBNAILIMAGEDATA BLOB )",
-    "CREATE TABLE ZABCDPHONENUMBER ( Z_PK INTEGER PRIMARY KEY, Z_ENT INTEGER, Z_OPT INTEGER, ZISPRIMARY INTEGER,"
-    " ZISPRIVATE INTEGER, ZORDERINGINDEX INTEGER, ZOWNER INTEGER, Z22_OWNER INTEGER, ZAREACODE VARCHAR,"
-    " ZCOUNTRYCODE VARCHAR, ZEXTENSION VARCHAR, ZFULLNUMBER VARCHAR, ZLABEL VARCHAR, ZLASTFOURDIGITS VARCHAR,"
-    " ZLOCALNUMBER VARCHAR, ZUNIQUEID VARCHAR )",
-    "CREATE TABLE ZABCDEMAILADDRESS ( Z_PK INTEGER PRIMARY KEY, Z_ENT INTEGER, Z_OPT INTEGER, ZISPRIMARY INTEGER,"
-    " ZISPRIVATE INTEGER, ZORDERINGINDEX INTEGER, ZOWNER INTEGER, Z22_OWNER INTEGER, ZADDRESS VARCHAR,"
-    " ZADDRESSNORMALIZED VARCHAR, ZLABEL VARCHAR, ZUNIQUEID VARCHAR )",
-    "CREATE INDEX ZABCDRECORD_ZCONTAINER1_INDEX ON ZABCDRECORD (ZCONTAINER1)",
-    "CREATE INDEX ZABCDPHONENUMBER_ZOWNER_INDEX ON ZABCDPHONENUMBER (ZOWNER)",
-    "CREATE INDEX ZABCDEMAILADDRESS_ZOWNER_INDEX ON ZABCDEMAILADDRESS (ZOWNER)",
-)
-
-# Stored dates are Core Data seconds since 2001-01-01Z; a fixed one keeps bytes stable.
-_FIXED_DATE = 757382400.0  # 2025-01-01T00:00:00Z
-_UUID_NAMESPACE = uuid.UUID("0b6c5f4e-8d1a-5e53-9d57-6a0c2f1e4b7a")
-_MOBILE_LABEL = "_$!<Mobile>!$_"
-_HOME_LABEL = "_$!<Home>!$_"
-
-
-def _insert_contacts(conn: sqlite3.Connection, contacts: list[Contact]) -> None:
-    """Fill the tables the way Contacts does: the store's container card, then one card per contact."""
-    store_uuid = _stable_uuid(repr(contacts))
-    plist = plistlib.dumps({"NSStoreType": "SQLite", "NSStoreUUID": store_uuid}, fmt=plistlib.FMT_BINARY)
-    _insert(conn, "Z_METADATA", Z_VERSION=1, Z_UUID=store_uuid, Z_PLIST=plist)
-    card = {"Z_OPT": 1, "ZDISPLAYFLAGS": 0, "ZCREATIONDATE": _FIXED_DATE, "ZMODIFICATIONDATE": _FIXED_DATE}
-    container = f"{_stable_uuid('container')}:ABContainer"
-    _insert(conn, _RECORD, Z_PK=1, Z_ENT=_ENT["CNCDContainer"], ZUNIQUEID=container, **card)
-    last_pk = {_PHONE: 0, _EMAIL: 0}
-    for pk, contact in enumerate(contacts, start=2):
-        person = _stable_uuid(f"{pk}:{contact!r}")
-        _insert(
-            conn, _RECORD, Z_PK=pk, Z_ENT=_ENT["ABCDContact"], ZCONTAINER1=1, ZUNIQUEID=f"{person}:ABPerson",
-            ZFIRSTNAME=contact.first or None, ZLASTNAME=contact.last or None,
-            ZNICKNAME=contact.nickname or None, ZORGANIZATION=contact.organization or None, **card,
-        )
-        values = [(_PHONE, i, _phone_fields(number)) for i, number in enumerate(contact.phones)]
-        values += [(_EMAIL, i, _email_fields(address)) for i, address in enumerate(contact.emails)]
-        for table, index, fields in values:
-            last_pk[table] += 1
-            _insert(
-                conn, table, Z_PK=last_pk[table], Z_ENT=_ENT[_ENTITY_OF[table]], Z_OPT=1,
-                ZISPRIMARY=int(index == 0), ZISPRIVATE=0, ZORDERINGINDEX=index, ZOWNER=pk,
-                Z22_OWNER=_ENT["ABCDContact"],
-                ZUNIQUEID=f"{_stable_uuid(f'{person}:{table}:{index}')}:ABMultiValue", **fields,
-            )
-    # Sub-entities share their root entity's primary keys, so only roots count up.
-    maxima = {
-        "ABCDRecord": len(contacts) + 1,
-        "ABCDPhoneNumber": last_pk[_PHONE],
-        "ABCDEmailAddress": last_pk[_EMAIL],
-    }
-    for name, number, parent in _ENTITIES:
-        _insert(conn, "Z_PRIMARYKEY", Z_ENT=number, Z_NAME=name, Z_SUPER=parent, Z_MAX=maxima.get(name, 0))
-
-
-def _phone_fields(number: str) -> dict[str, object]:
-    digits = "".join(ch for ch in number if ch.isdigit())
-    return {"ZFULLNUMBER": number, "ZLABEL": _MOBILE_LABEL, "ZLASTFOURDIGITS": digits[-4:] or None}
-
-
-def _email_fields(address: str) -> dict[str, object]:
-    return {"ZADDRESS": address, "ZADDRESSNORMALIZED": address.strip().lower(), "ZLABEL": _HOME_LABEL}
-
-
-def _insert(conn: sqlite3.Connection, table: str, **row: object) -> None:
-    placeholders = ", ".join("?" * len(row))
-    conn.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({placeholders})", tuple(row.values()))
-
-
-def _stable_uuid(seed: str) -> str:
-    return str(uuid.uuid5(_UUID_NAMESPACE, seed)).upper()

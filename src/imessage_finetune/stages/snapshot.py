@@ -9,21 +9,18 @@ only the snapshot, so the live database is touched once per change.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from imessage_finetune import artifacts
 from imessage_finetune.atomic import atomic_path, atomic_write
 from imessage_finetune.sources.chatdb.connection import (
-    ADDRESSBOOK,
     open_readonly,
     require_messages_tables,
     sidecar,
     translate_sqlite_errors,
 )
-from imessage_finetune.sources.contacts import ContactBook, default_addressbook_paths
+from imessage_finetune.sources.contacts import read_contacts
 from imessage_finetune.jsonio import dump_json
 from imessage_finetune.schema_check import validate_document
 
@@ -71,23 +68,6 @@ def take_snapshot(source: Path, target: Path, *, busy_timeout: float = 10.0) -> 
                 finally:
                     dst.close()
     return SnapshotSummary(messages=messages, chats=chats, changed=publication.changed)
-
-
-def contacts_sources(explicit: list[Path] | None, home: Path | None = None) -> list[Path]:
-    """The Contacts databases to read: the configured ones, or those macOS keeps (auto)."""
-    if explicit is None:
-        return default_addressbook_paths(home)
-    return list(explicit)
-
-
-def read_contacts(sources: Iterable[Path], busy_timeout: float = 10.0) -> ContactBook:
-    """A contact book from Contacts databases, each opened read-only like chat.db."""
-    with ExitStack() as stack:
-        connections = [
-            stack.enter_context(open_readonly(path, busy_timeout=busy_timeout, kind=ADDRESSBOOK))
-            for path in sources
-        ]
-        return ContactBook.from_connections(connections)
 
 
 def write_contacts(sources: list[Path], target: Path, *, busy_timeout: float = 10.0) -> ContactsSummary:

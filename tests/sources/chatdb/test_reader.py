@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from chatdb_builder import BASE_TIME, ChatDbBuilder
-from imessage_finetune.sources.chatdb import summary_info, typedstream
+from imessage_finetune.fixtures import summary_info
+from imessage_finetune.fixtures.typedstream import encode
+from imessage_finetune.sources.chatdb import typedstream
 from imessage_finetune.fixtures.apple_schema import MACOS_RELEASES
 from imessage_finetune.sources.chatdb.connection import open_chat_db
 from imessage_finetune.sources.contacts import Contact, ContactBook
@@ -192,7 +194,7 @@ def test_macos_26_unsend_recorded_only_in_summary_info(builder: ChatDbBuilder) -
 def test_partly_unsent_message_keeps_the_other_parts(builder: ChatDbBuilder) -> None:
     """Of a two-part message whose second part was unsent, the first part remains."""
     chat = builder.chat(ALICE, [builder.handle(ALICE)])
-    blob = typedstream.encode(
+    blob = encode(
         "keep this gone",
         runs=[({"__kIMMessagePartAttributeName": 0}, 10), ({"__kIMMessagePartAttributeName": 1}, 4)],
     )

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from imessage_finetune.sources.chatdb.summary_info import EditEvent, SummaryInfo, build, parse
-from imessage_finetune.sources.chatdb.typedstream import encode
+from imessage_finetune.fixtures.summary_info import build
+from imessage_finetune.fixtures.typedstream import encode
+from imessage_finetune.sources.chatdb.summary_info import EditEvent, SummaryInfo, parse
 from imessage_finetune.errors import TypedStreamError
 
 SECOND_TEST_EDITS = [(743907435.319, "Second test"), (743907448.889677, "Second test was edited!")]

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from imessage_finetune.fixtures.typedstream import TypedNumber, encode
 from imessage_finetune.sources.chatdb.typedstream import (
     PART_KEY,
     AttributedString,
     Run,
-    TypedNumber,
     decode,
     decode_text,
-    encode,
 )
 from imessage_finetune.errors import TypedStreamError
 

@@ -9,7 +9,7 @@ unknown flags present on ordinary messages too.
 from __future__ import annotations
 
 import plistlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -114,61 +114,3 @@ def _event(event: object) -> EditEvent:
         except TypedStreamError:
             text = None  # keep the edit's time even when its text is unreadable
     return EditEvent(apple_seconds=float(seconds), text=text)
-
-
-_NO_EDITS: Mapping[int, Sequence[tuple[float, str]]] = MappingProxyType({})
-
-
-def build(
-    *,
-    parts: int = 1,
-    edits: Mapping[int, Sequence[tuple[float, str]]] = _NO_EDITS,
-    unsent: Iterable[int] = (),
-) -> bytes:
-    """Write a `message_summary_info` bplist in Apple's shape, for fixtures and the demo.
-
-    `edits` maps a part index to its versions as (seconds since 2001, text), the original
-    first; `unsent` lists unsent parts. Without either, the result is what Apple stores for an
-    ordinary message ({amc: 0, ust: true}). Otherwise `otr` lists all `parts`; a part's `le` is
-    the UTF-16 length of its original text where `edits` gives one, else 0 (nothing to go on).
-    Raises ValueError for part indexes outside range(parts) or an edit without two versions.
-    """
-    unsent_parts = sorted(set(unsent))
-    if parts < 1:
-        raise ValueError("a message has at least one part")
-    if any(not 0 <= part < parts for part in [*edits, *unsent_parts]):
-        raise ValueError(f"part indexes must be in range({parts})")
-    if any(len(versions) < 2 for versions in edits.values()):
-        raise ValueError("an edited part needs its original and at least one edit")
-    info: dict[str, object] = {"amc": 0, "ust": True}
-    if edits or unsent_parts:
-        ranges: dict[str, dict[str, int]] = {}
-        start = 0
-        for part in range(parts):
-            length = _utf16_len(edits[part][0][1]) if part in edits else 0
-            ranges[str(part)] = {"lo": start, "le": length}
-            start += length
-        info["otr"] = ranges
-    if edits:
-        info["ec"] = {
-            str(part): [
-                {"t": _version_blob(part, text), "d": float(seconds)}
-                for seconds, text in edits[part]
-            ]
-            for part in sorted(edits)
-        }
-        info["ep"] = sorted(edits)
-    if unsent_parts:
-        info["rp"] = unsent_parts
-    return plistlib.dumps(info, fmt=plistlib.FMT_BINARY)
-
-
-def _version_blob(part: int, text: str) -> bytes:
-    """An edit version as Apple archives it: immutable classes, one run tagged with the part."""
-    length = _utf16_len(text)
-    runs = [({typedstream.PART_KEY: part}, length)] if length else []
-    return typedstream.encode(text, runs, mutable=False)
-
-
-def _utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2

@@ -1,10 +1,10 @@
-"""Read and write the typedstream (NSArchiver) blobs of `message.attributedBody`.
+"""Read the typedstream (NSArchiver) blobs of `message.attributedBody`.
 
 Messages stores the text of many rows only here: an archived `NSAttributedString` whose
 string is UTF-8 and whose attribute runs count UTF-16 units. `decode` parses the whole
 stream with both reference tables (grammar: notes/chatdb.md section 6); `decode_text` is the
-hot path that parses structurally only as far as the string's bytes; `encode` writes blobs in
-Apple's byte layout for test fixtures and the demo database.
+hot path that parses structurally only as far as the string's bytes. The writer of such
+blobs, for test fixtures and the demo database, is `fixtures.typedstream`.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ PART_KEY = "__kIMMessagePartAttributeName"
 """Attribute holding a run's message-part index (the `N` of `p:N/GUID` in reply threads)."""
 
 # Little-endian NeXTSTEP typedstream, streamer version 4, system version 1000.
-_HEADER = b"\x04\x0bstreamtyped\x81\xe8\x03"
-_FLOAT, _NEW, _NIL, _END = 0x83, 0x84, 0x85, 0x86
+HEADER = b"\x04\x0bstreamtyped\x81\xe8\x03"
+FLOAT, NEW, NIL, END = 0x83, 0x84, 0x85, 0x86
 # Tags 0x80..0x91 are reserved; these three announce a wider little-endian integer.
 _INT_WIDTHS = {0x81: 2, 0x82: 4, 0x87: 8}
 # A stored reference r points at table index r + 110, so 0x92 (-110) is entry 0.
-_REF_BIAS = 110
+REF_BIAS = 110
 _MAX_DEPTH = 64
 _SIGNED = frozenset(b"silq")
 _UNSIGNED = frozenset(b"SILQ")
@@ -77,24 +77,6 @@ class AttributedString:
             else:
                 result.append((None, rest))
         return result
-
-
-@dataclass(frozen=True)
-class TypedNumber:
-    """An attribute value for `encode` with an explicit NSNumber type.
-
-    Plain ints are written as 'i' ('q' beyond int32) and floats as 'd'; Apple also writes
-    'q' for small values (e.g. `__kIMBaseWritingDirectionAttributeName` = q -1), which only
-    this wrapper can reproduce. `decode` returns plain int/float.
-    """
-
-    value: int | float
-    objc_type: str = "q"
-
-    def __post_init__(self) -> None:
-        """Reject types the encoder cannot write."""
-        if self.objc_type not in ("c", "i", "q", "d"):
-            raise ValueError(f"unsupported NSNumber type {self.objc_type!r}; use c, i, q or d")
 
 
 def decode(blob: bytes) -> AttributedString:
@@ -150,7 +132,7 @@ def decode_text(blob: bytes) -> str:
         pos += 1 + width
     end = pos + size
     # The string object must close right after its bytes; this also catches truncation.
-    if end >= len(blob) or blob[end] != _END:
+    if end >= len(blob) or blob[end] != END:
         raise TypedStreamError("truncated typedstream")
     return blob[pos:end].decode("utf-8", "replace")
 
@@ -158,12 +140,12 @@ def decode_text(blob: bytes) -> str:
 def _text_start(blob: bytes) -> int:
     """Parse up to the text's byte length and return its offset (the slow half of decode_text)."""
     reader = _Reader(blob)
-    if reader.shared_string(reader.byte()) != b"@" or reader.byte() != _NEW:
+    if reader.shared_string(reader.byte()) != b"@" or reader.byte() != NEW:
         raise TypedStreamError("typedstream does not start with an object")
     reader.objects.append(_PENDING)
     if "NSAttributedString" not in reader.class_chain(reader.byte()):
         raise TypedStreamError("typedstream root is not an attributed string")
-    if reader.shared_string(reader.byte()) != b"@" or reader.byte() != _NEW:
+    if reader.shared_string(reader.byte()) != b"@" or reader.byte() != NEW:
         raise TypedStreamError("attributed string does not start with its text")
     reader.objects.append(_PENDING)
     if "NSString" not in reader.class_chain(reader.byte()):
@@ -203,10 +185,10 @@ class _Reader:
     __slots__ = ("data", "pos", "strings", "objects", "budget", "depth")
 
     def __init__(self, data: bytes) -> None:
-        if not data.startswith(_HEADER):
+        if not data.startswith(HEADER):
             raise TypedStreamError("not a typedstream (bad header)")
         self.data = data
-        self.pos = len(_HEADER)
+        self.pos = len(HEADER)
         self.strings: list[bytes] = []
         self.objects: list[object] = []
         # Every value costs at least one byte except empty arrays and structs, so this bounds
@@ -240,13 +222,13 @@ class _Reader:
         return int.from_bytes(self.take(width), "little", signed=signed)
 
     def lookup(self, head: int, table: list[_T]) -> _T:
-        index = self.integer(head, True) + _REF_BIAS
+        index = self.integer(head, True) + REF_BIAS
         if not 0 <= index < len(table):
             raise TypedStreamError("typedstream reference out of range")
         return table[index]
 
     def shared_string(self, head: int) -> bytes:
-        if head == _NEW:
+        if head == NEW:
             value = self.take(self.integer(self.byte(), False))
             self.strings.append(value)
             return value
@@ -255,7 +237,7 @@ class _Reader:
     def class_chain(self, head: int) -> tuple[str, ...]:
         """Read a class (new ones with their superclasses); its names, or () for nil."""
         fresh: list[tuple[_Class, str]] = []
-        while head == _NEW:
+        while head == NEW:
             name = self.shared_string(self.byte()).decode("utf-8", "replace")
             self.integer(self.byte(), True)  # class version: the field layouts we read never vary
             cls = _Class()
@@ -263,7 +245,7 @@ class _Reader:
             fresh.append((cls, name))
             head = self.byte()
         names: tuple[str, ...] = ()
-        if head != _NIL:
+        if head != NIL:
             known = self.lookup(head, self.objects)
             if not isinstance(known, _Class) or known.names is None:
                 raise TypedStreamError("typedstream class reference is not a class")
@@ -274,9 +256,9 @@ class _Reader:
         return names
 
     def c_string(self, head: int) -> bytes | None:
-        if head == _NIL:
+        if head == NIL:
             return None
-        if head == _NEW:
+        if head == NEW:
             entry = _CString(self.shared_string(self.byte()))
             self.objects.append(entry)
             return entry.value
@@ -286,9 +268,9 @@ class _Reader:
         return found.value
 
     def object(self, head: int) -> object:
-        if head == _NIL:
+        if head == NIL:
             return None
-        if head != _NEW:
+        if head != NEW:
             found = self.lookup(head, self.objects)
             if found is _PENDING or isinstance(found, (_Class, _CString)):
                 raise TypedStreamError("typedstream object reference is not a finished object")
@@ -301,7 +283,7 @@ class _Reader:
             raise TypedStreamError("typedstream object without a class")
         groups: list[_Group] = []
         head = self.byte()
-        while head != _END:
+        while head != END:
             types = self.shared_string(head)
             groups.append((types, [self.value(code) for code in _split_types(types)]))
             head = self.byte()
@@ -332,7 +314,7 @@ class _Reader:
             return self.byte()
         if kind in (_DOUBLE, _FLOAT32):
             head = self.byte()
-            if head != _FLOAT:
+            if head != FLOAT:
                 return float(self.integer(head, True))  # Apple writes integral floats as ints
             fmt = "<d" if kind == _DOUBLE else "<f"
             return float(struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0])
@@ -493,7 +475,7 @@ def _attributed(cls: str, groups: list[_Group]) -> AttributedString:
         else:
             raise TypedStreamError("attribute run refers to an unknown dictionary")
         runs.append(Run(length, attributes))
-    if sum(run.length for run in runs) != _utf16_len(text):
+    if sum(run.length for run in runs) != utf16_len(text):
         raise TypedStreamError("attribute runs do not cover the text")
     return AttributedString(text, tuple(runs))
 
@@ -509,7 +491,7 @@ _HANDLERS: dict[str, Callable[[str, list[_Group]], object]] = {
 }
 
 
-def _utf16_len(text: str) -> int:
+def utf16_len(text: str) -> int:
     """Length in UTF-16 code units (characters above U+FFFF count two)."""
     if text.isascii():
         return len(text)
@@ -522,7 +504,7 @@ def _cut_utf16(text: str, lengths: Sequence[int]) -> tuple[list[str], str]:
     A cut inside a surrogate pair keeps the whole character in the earlier piece, so the
     pieces always join back to `text`.
     """
-    if _utf16_len(text) == len(text):
+    if utf16_len(text) == len(text):
         ends = list(accumulate(lengths, initial=0))
         return [text[a:b] for a, b in zip(ends, ends[1:])], text[ends[-1] :]
     pieces: list[str] = []
@@ -537,202 +519,3 @@ def _cut_utf16(text: str, lengths: Sequence[int]) -> tuple[list[str], str]:
     return pieces, text[start:]
 
 
-def encode(
-    text: str,
-    runs: Sequence[tuple[Mapping[str, object], int]] | None = None,
-    *,
-    mutable: bool = True,
-) -> bytes:
-    """Archive `text` as Apple's Messages does (notes/chatdb.md section 6.6).
-
-    `runs` are (attributes, UTF-16 length) pairs covering the text; by default one run with
-    part index 0 (no run for empty text). Values: str -> NSString, int -> NSNumber 'i' ('q'
-    beyond int32), float -> 'd', bool -> 'c', bytes -> NSData, mapping -> NSDictionary,
-    TypedNumber -> its type. `mutable` picks NSMutableAttributedString/NSMutableString (as
-    in `attributedBody`) or the immutable classes (as in edit history). Raises ValueError if
-    the runs do not add up to the text, TypeError for other value types.
-    """
-    units = _utf16_len(text)
-    if runs is None:
-        runs = [({PART_KEY: 0}, units)] if units else []
-    if any(length < 0 for _, length in runs) or sum(length for _, length in runs) != units:
-        raise ValueError("run lengths must add up to the UTF-16 length of the text")
-    writer = _Writer()
-    writer.shared(b"@")
-    writer.open_object(_MUTABLE_ATTRIBUTED if mutable else _ATTRIBUTED)
-    writer.shared(b"@")
-    writer.string(text, mutable)
-    seen: dict[object, int] = {}
-    for attributes, length in runs:
-        writer.shared(b"iI")
-        key = _identity(attributes)
-        if key in seen:
-            writer.integer(seen[key])
-            writer.unsigned(length)
-        else:
-            seen[key] = len(seen) + 1
-            writer.integer(len(seen))
-            writer.unsigned(length)
-            writer.shared(b"@")
-            writer.dictionary(attributes)
-    writer.out.append(_END)
-    return bytes(writer.out)
-
-
-def _identity(value: object) -> object:
-    """A hashable key telling attribute values apart by type too (1, 1.0 and True differ)."""
-    if isinstance(value, Mapping):
-        return ("mapping", tuple((key, _identity(item)) for key, item in value.items()))
-    return (type(value), value)
-
-
-_Chain = tuple[tuple[str, int], ...]
-_NSOBJECT = (("NSObject", 0),)
-_ATTRIBUTED: _Chain = (("NSAttributedString", 0), *_NSOBJECT)
-_MUTABLE_ATTRIBUTED: _Chain = (("NSMutableAttributedString", 0), *_ATTRIBUTED)
-_STRING: _Chain = (("NSString", 1), *_NSOBJECT)
-_MUTABLE_STRING: _Chain = (("NSMutableString", 1), *_STRING)
-_DICTIONARY: _Chain = (("NSDictionary", 0), *_NSOBJECT)
-_NUMBER: _Chain = (("NSNumber", 0), ("NSValue", 0), *_NSOBJECT)
-_DATA: _Chain = (("NSData", 0), *_NSOBJECT)
-_INT32 = range(-(2**31), 2**31)
-
-
-class _Writer:
-    """Output buffer plus the writer's view of both reference tables."""
-
-    def __init__(self) -> None:
-        self.out = bytearray(_HEADER)
-        self.strings: dict[bytes, int] = {}
-        self.next_object = 0
-        self.classes: dict[str, int] = {}
-        self.c_strings: dict[bytes, int] = {}
-        # Apple's NSNumbers are uniqued by value, so a repeated (type, value) is a reference.
-        self.numbers: dict[tuple[str, object], int] = {}
-
-    def integer(self, value: int) -> None:
-        if -110 <= value <= 127:
-            self.out.append(value & 0xFF)
-        elif -(2**15) <= value < 2**15:
-            self.out += b"\x81" + value.to_bytes(2, "little", signed=True)
-        elif value in _INT32:
-            self.out += b"\x82" + value.to_bytes(4, "little", signed=True)
-        else:
-            self.out += b"\x87" + value.to_bytes(8, "little", signed=True)
-
-    def unsigned(self, value: int) -> None:
-        if value <= 127:
-            self.out.append(value)
-        elif value < 2**15:
-            self.out += b"\x81" + value.to_bytes(2, "little")
-        elif value < 2**32:
-            self.out += b"\x82" + value.to_bytes(4, "little")
-        else:
-            self.out += b"\x87" + value.to_bytes(8, "little")
-
-    def reference(self, index: int) -> None:
-        self.integer(index - _REF_BIAS)
-
-    def new_object_slot(self) -> int:
-        slot = self.next_object
-        self.next_object += 1
-        return slot
-
-    def shared(self, value: bytes) -> None:
-        index = self.strings.get(value)
-        if index is not None:
-            self.reference(index)
-            return
-        self.strings[value] = len(self.strings)
-        self.out.append(_NEW)
-        self.unsigned(len(value))
-        self.out += value
-
-    def open_object(self, chain: _Chain) -> None:
-        self.out.append(_NEW)
-        self.new_object_slot()  # the object's slot comes before its classes'
-        for name, version in chain:
-            slot = self.classes.get(name)
-            if slot is not None:
-                self.reference(slot)
-                return
-            self.out.append(_NEW)
-            self.classes[name] = self.new_object_slot()
-            self.shared(name.encode("ascii"))
-            self.integer(version)
-        self.out.append(_NIL)
-
-    def string(self, text: str, mutable: bool) -> None:
-        data = text.encode("utf-8")
-        self.open_object(_MUTABLE_STRING if mutable else _STRING)
-        self.shared(b"+")
-        self.unsigned(len(data))
-        self.out += data
-        self.out.append(_END)
-
-    def number(self, objc_type: str, value: int | float) -> None:
-        slot = self.numbers.get((objc_type, value))
-        if slot is not None:
-            self.reference(slot)
-            return
-        self.numbers[(objc_type, value)] = self.next_object
-        self.open_object(_NUMBER)
-        self.shared(b"*")
-        code = objc_type.encode("ascii")
-        slot = self.c_strings.get(code)
-        if slot is not None:
-            self.reference(slot)
-        else:
-            self.out.append(_NEW)
-            self.c_strings[code] = self.new_object_slot()
-            self.shared(code)
-        self.shared(code)
-        if objc_type == "c":
-            self.out.append(int(value) & 0xFF)
-        elif objc_type != "d":
-            self.integer(int(value))
-        elif float(value).is_integer() and int(value) in _INT32:
-            self.integer(int(value))
-        else:
-            self.out.append(_FLOAT)
-            self.out += struct.pack("<d", value)
-        self.out.append(_END)
-
-    def data(self, payload: bytes) -> None:
-        self.open_object(_DATA)
-        self.shared(b"i")
-        self.integer(len(payload))
-        self.shared(b"[%dc]" % len(payload))
-        self.out += payload
-        self.out.append(_END)
-
-    def dictionary(self, attributes: Mapping[str, object]) -> None:
-        self.open_object(_DICTIONARY)
-        self.shared(b"i")
-        self.integer(len(attributes))
-        for key, value in attributes.items():
-            if not isinstance(key, str):
-                raise TypeError("attribute keys must be strings")
-            self.shared(b"@")
-            self.string(key, mutable=False)
-            self.shared(b"@")
-            self.value(value)
-        self.out.append(_END)
-
-    def value(self, value: object) -> None:
-        if isinstance(value, TypedNumber):
-            self.number(value.objc_type, value.value)
-        elif isinstance(value, bool):
-            self.number("c", int(value))
-        elif isinstance(value, int):
-            self.number("i" if value in _INT32 else "q", value)
-        elif isinstance(value, float):
-            self.number("d", value)
-        elif isinstance(value, str):
-            self.string(value, mutable=False)
-        elif isinstance(value, bytes):
-            self.data(value)
-        elif isinstance(value, Mapping):
-            self.dictionary(value)
-        else:
-            raise TypeError(f"cannot archive an attribute value of type {type(value).__name__}")
