@@ -563,6 +563,12 @@ class FakeOpenAI:
             }
             for delta, finish in deltas
         ]
+        if (request.get("stream_options") or {}).get("include_usage"):
+            # As OpenAI does: one more chunk, with no choices, carrying the counts (words here).
+            prompt = sum(len(str(m.get("content", "")).split()) for m in request.get("messages", []))
+            completion = len(deltas) - 2
+            usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+            chunks.append({**base, "object": "chat.completion.chunk", "choices": [], "usage": usage})
         return 200, [json.dumps(c) for c in chunks] + ["[DONE]"]
 
 
@@ -717,3 +723,18 @@ def fake_openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
     yield fake
     fake.stop()
     assert not blocked, f"a test tried to leave 127.0.0.1: {blocked}"
+
+
+class VirtualTime:
+    """A clock that only moves when the code under test sleeps; the sleeps are recorded."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def monotonic(self) -> float:
+        return self.now

@@ -1,6 +1,8 @@
 """The registry of artifacts: every path the pipeline writes, and the schema each must match.
 
 No other module spells an artifact's file name; stages, tasks, the CLI and tests ask here.
+A stage declares what it reads and writes with these (`stages/stage.py`); the schema of an
+artifact it writes is then one of its inputs, so a schema change rebuilds it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ DEMO_CHAT_DB = "chat.db"
 DEMO_ADDRESSBOOK = "AddressBook-v22.abcddb"
 STATE_FILE = ".doit-state.json"
 
+# The built-in demo's source databases, generated into the artifacts folder.
+DEMO_SOURCE_CHAT_DB = Artifact("demo_source_chat_db", f"{DEMO_SOURCE_DIR}/{DEMO_CHAT_DB}")
+DEMO_SOURCE_ADDRESSBOOK = Artifact("demo_source_addressbook", f"{DEMO_SOURCE_DIR}/{DEMO_ADDRESSBOOK}")
+
 SNAPSHOT = Artifact("snapshot", "chat.db")
 CONTACTS = Artifact("contacts", "contacts.json", schema="contacts.schema.json")
 SESSIONS = Artifact("sessions", "sessions.json", schema="sessions.schema.json")
@@ -55,6 +61,8 @@ MODEL = Artifact("model", "model.json", schema="model.schema.json")
 LOCAL_MODEL_DIR = "local-model"
 ADAPTER = Artifact("adapter", f"{LOCAL_MODEL_DIR}/adapter")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+ADAPTER_CONFIG = Artifact("adapter_config", f"{LOCAL_MODEL_DIR}/adapter/{ADAPTER_FILES[0]}")
+ADAPTER_WEIGHTS = Artifact("adapter_weights", f"{LOCAL_MODEL_DIR}/adapter/{ADAPTER_FILES[1]}")
 CHECKPOINTS = Artifact("checkpoints", f"{LOCAL_MODEL_DIR}/checkpoints")
 DEMO_BASE_MODEL = Artifact("demo_base_model", f"{LOCAL_MODEL_DIR}/demo-base")
 

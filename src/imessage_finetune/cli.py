@@ -9,63 +9,77 @@ traceback instead.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
-from imessage_finetune import __version__
-from imessage_finetune.sources.chatdb.connection import open_chat_db
-from imessage_finetune.config import CONFIG_ENV, Config, FinetuneConfig, find_config, load_config
+from imessage_finetune import __version__, artifacts, stages
+from imessage_finetune.backends import backend_for
+from imessage_finetune.config import CONFIG_ENV, Config, FinetuneConfig, RunOptions, find_config, load_config
 from imessage_finetune.errors import FinetuneError, SchemaValidationError
-from imessage_finetune.sources.chatdb.overview import conversations, diagnose
-from imessage_finetune.sources.contacts import ContactBook
-from imessage_finetune.sources.contacts import contacts_sources, read_contacts
-from imessage_finetune.pipeline.explain import VERBOSITY_ENV, StageStatus, dag_lines, plan, stage_statuses
-from imessage_finetune.pipeline.lockfile import verify
-from imessage_finetune import artifacts
 from imessage_finetune.jsonio import dump_json, load_json
+from imessage_finetune.pipeline.explain import StageStatus, dag_lines, plan, stage_statuses
+from imessage_finetune.pipeline.lockfile import verify
+from imessage_finetune.pipeline.tasks import DEFAULT_TARGET, active_stages, doit_namespace, run_doit
 from imessage_finetune.schema_check import validate_document
-from imessage_finetune.pipeline.tasks import YES_ENV, Pipeline, doit_namespace, run_doit
+from imessage_finetune.sources.chatdb.connection import open_chat_db
+from imessage_finetune.sources.chatdb.overview import conversations, diagnose
+from imessage_finetune.sources.contacts import ContactBook, contacts_sources, read_contacts
+from imessage_finetune.stages.snapshot import contacts_databases, source_database
 from imessage_finetune.terminal import count_unsafe, printable, table_lines
 
-STAGES = ("snapshot", "sessions", "merged", "dataset", "upload", "train")
+
+class StageName(click.Choice):  # type: ignore[type-arg]
+    """A registered stage's name (the list is read when the command runs, so it is always
+    the declarations': a stage registered in `stages.STAGES` is a valid name)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    @property  # type: ignore[override]
+    def choices(self) -> list[str]:
+        """The registered stages' names, in order."""
+        return [stage.name for stage in stages.STAGES]
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        pass
+
+
+def _options(ctx: click.Context) -> RunOptions:
+    options: RunOptions = ctx.find_root().obj["options"]
+    return options
 
 
 def _config(ctx: click.Context) -> Config:
-    path = ctx.obj["config_path"] or find_config(Path.cwd())
+    path = ctx.find_root().obj["config_path"] or find_config(Path.cwd())
     return load_config(Path(path))
 
 
-def _database(ctx: click.Context, db: Path | None) -> tuple[Path, ContactBook, Config]:
+@contextmanager
+def _database(ctx: click.Context, db: Path | None) -> Iterator[tuple[Path, ContactBook, Config]]:
     """The database to look at and its contact names: --db (with the Mac's own Contacts, or
-    the configured ones), else the configured source (the demo is built if needed)."""
+    the configured ones), else the configured source. A demo not built yet is built in a
+    temporary folder: looking writes nothing into the artifacts."""
     config = _config(ctx)
-    pipe = Pipeline(config)
-    if db is not None:
-        path, contacts = db.expanduser(), contacts_sources(config.contacts_paths())
-    else:
-        if config.uses_demo:
-            pipe.build_demo_if_missing()
-        path, contacts = pipe.source(), pipe.contacts()
-    return path, read_contacts(contacts, config.source.busy_timeout), config
-
-
-def _set_env(ctx: click.Context, name: str, value: str) -> None:
-    """Set a variable the pipeline reads for as long as this command runs."""
-    previous = os.environ.get(name)
-    os.environ[name] = value
-
-    def restore() -> None:
-        if previous is None:
-            os.environ.pop(name, None)
+    with tempfile.TemporaryDirectory(prefix="imessage-finetune-demo-") as scratch:
+        if db is not None:
+            path, contacts = db.expanduser(), contacts_sources(config.contacts_paths())
         else:
-            os.environ[name] = previous
+            path, contacts = source_database(config), contacts_databases(config)
+            if config.uses_demo and not path.exists():
+                from imessage_finetune.fixtures.demo import build_demo
 
-    ctx.find_root().call_on_close(restore)
+                built = build_demo(Path(scratch) / artifacts.DEMO_SOURCE_DIR)
+                path = built.chat_db
+                if config.contacts_paths() is None:
+                    contacts = [built.addressbook]
+        yield path, read_contacts(contacts, config.source.busy_timeout), config
 
 
 class _Group(click.Group):
@@ -75,7 +89,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except FinetuneError as exc:
-            if os.environ.get("IMESSAGE_FINETUNE_RAISE_ERRORS"):
+            options = (ctx.obj or {}).get("options") or RunOptions.from_environ()
+            if options.raise_errors:
                 raise
             raise click.ClickException(str(exc)) from exc
 
@@ -102,13 +117,14 @@ def cli(ctx: click.Context, config_path: Path | None, quiet: bool, verbose: bool
     """
     if quiet and verbose:
         raise click.UsageError("use just one of --quiet and --verbose")
+    options = RunOptions.from_environ()
     if quiet or verbose:
-        _set_env(ctx, VERBOSITY_ENV, "0" if quiet else "2")
-    ctx.obj = {"config_path": config_path}
+        options = dataclasses.replace(options, verbosity=0 if quiet else 2)
+    ctx.obj = {"config_path": config_path, "options": options}
 
 
 @cli.command()
-@click.argument("stage", required=False, type=click.Choice(STAGES), default="dataset")
+@click.argument("stage", required=False, type=StageName(), default=DEFAULT_TARGET)
 @click.option("--force", "-f", is_flag=True, help="Rebuild STAGE even if it is up to date.")
 @click.option("--yes", "-y", is_flag=True, help="Send to the fine-tuning service without asking.")
 @click.pass_context
@@ -120,16 +136,16 @@ def run(ctx: click.Context, stage: str, force: bool, yes: bool) -> None:
       imessage-finetune run snapshot --force
     """
     config = _config(ctx)
-    if stage == "upload" and config.finetune.backend == "local":
-        raise click.UsageError(
-            "the local backend sends nothing, so there is no upload stage: run "
-            "`imessage-finetune run train`, or set [finetune] backend = \"openai\""
-        )
-    if yes:
-        _set_env(ctx, YES_ENV, "1")
-    if force:
-        run_doit(config, ["forget", stage])
-    code = run_doit(config, [stage])
+    declared = stages.stage_named(stage)
+    if not declared.applies(config):
+        raise click.UsageError(declared.not_applicable.format(backend=config.finetune.backend))
+    options = _options(ctx)
+    options = dataclasses.replace(
+        options,
+        assume_yes=options.assume_yes or yes,
+        forced=options.forced | {stage} if force else options.forced,
+    )
+    code = run_doit(config, [stage], options)
     if code:
         raise click.exceptions.Exit(code)
 
@@ -145,9 +161,9 @@ def conversations_command(ctx: click.Context, db: Path | None, as_json: bool) ->
     Example:
       imessage-finetune conversations --db ~/Library/Messages/chat.db
     """
-    path, contacts, config = _database(ctx, db)
-    with open_chat_db(path, busy_timeout=config.source.busy_timeout) as conn:
-        found = conversations(conn, contacts, config.sessions.owner_name)
+    with _database(ctx, db) as (path, contacts, config):
+        with open_chat_db(path, busy_timeout=config.source.busy_timeout) as conn:
+            found = conversations(conn, contacts, config.sessions.owner_name)
     if as_json:
         click.echo(
             dump_json(
@@ -194,9 +210,9 @@ def diagnose_command(ctx: click.Context, db: Path | None, as_json: bool) -> None
     Example:
       imessage-finetune diagnose --json
     """
-    path, contacts, config = _database(ctx, db)
-    with open_chat_db(path, busy_timeout=config.source.busy_timeout) as conn:
-        report = diagnose(conn, path, contacts)
+    with _database(ctx, db) as (path, contacts, config):
+        with open_chat_db(path, busy_timeout=config.source.busy_timeout) as conn:
+            report = diagnose(conn, path, contacts)
     if as_json:
         click.echo(dump_json(dataclasses.asdict(report)).decode(), nl=False)
         return
@@ -237,9 +253,9 @@ def validate_command(ctx: click.Context, path: Path, model: str | None, token_li
     Example:
       imessage-finetune validate artifacts/train.jsonl --model gpt-4o-mini-2024-07-18
     """
+    from imessage_finetune.openai_file import validate_file
     from imessage_finetune.stages.dataset import token_stats
     from imessage_finetune.tokens import TOKEN_LIMITS, known_token_limit
-    from imessage_finetune.openai_file import validate_file
 
     source = "--model"
     if model is None:
@@ -281,15 +297,15 @@ def validate_command(ctx: click.Context, path: Path, model: str | None, token_li
 
 
 def _backend(ctx: click.Context) -> tuple[Any, Config]:
-    from imessage_finetune.backends.openai.upload import make_backend
-
+    """The fine-tuning service of the configured backend, for `jobs`."""
     config = _config(ctx)
-    if config.finetune.backend == "local":
+    backend = backend_for(config, options=_options(ctx))
+    if not backend.sends_data:
         raise click.UsageError(
-            "the local backend has no jobs: it trains during `imessage-finetune run train` on this "
-            "machine (see artifacts/model.json); jobs are for [finetune] backend = \"openai\""
+            f"the {backend.name} backend has no jobs: it trains during `imessage-finetune run train` "
+            "on this machine (see artifacts/model.json); jobs are for [finetune] backend = \"openai\""
         )
-    return make_backend(config), config
+    return getattr(backend, "service")(), config
 
 
 @cli.group(name="jobs")
@@ -311,7 +327,7 @@ def jobs_list(ctx: click.Context) -> None:
     Example:
       imessage-finetune jobs list
     """
-    from imessage_finetune.stages.model import PIPELINE_TAG
+    from imessage_finetune.backends.openai.jobs import PIPELINE_TAG
 
     backend, _ = _backend(ctx)
     rows = [("JOB", "STATUS", "BASE MODEL", "FINE-TUNED MODEL")]
@@ -330,7 +346,7 @@ def jobs_show(ctx: click.Context, job_id: str | None) -> None:
     Example:
       imessage-finetune jobs show ftjob-abc123
     """
-    from imessage_finetune.stages.model import recorded_job_id
+    from imessage_finetune.backends.openai.jobs import recorded_job_id
 
     backend, config = _backend(ctx)
     job_id = job_id or recorded_job_id(config.artifacts_dir)
@@ -377,25 +393,22 @@ def chat_command(ctx: click.Context, prompt: str | None, model_id: str | None) -
     trained = _trained_model(config)
     if model_id is None and trained is None:
         raise click.UsageError("no model yet: run `imessage-finetune run train` or give --model")
-    system_prompt = config.dataset.system_prompt
-    reply: Callable[[list[dict[str, str]]], Iterator[str]]
-    if model_id is None and trained["backend"] == "local":
-        from imessage_finetune.backends.local.chat import LocalChat
-
-        click.echo(f"chat: loading {trained['model_id']} (local)", err=True)
-        if trained["demonstration"]:
-            click.echo(f"chat: {trained['notice']}", err=True)
-        reply = LocalChat(trained, config.artifacts_dir, config.base_dir, config.finetune.local).stream
-        system_prompt = trained["system_prompt"]
+    if model_id is not None:  # a model at the service, whatever trained artifacts/model.json
+        document: dict[str, Any] = {"backend": "openai", "model_id": model_id}
     else:
-        from imessage_finetune.backends.openai.upload import make_backend
-
-        backend = make_backend(config)
-        remote_model = model_id or trained["model_id"]
-        reply = lambda history: backend.chat_stream(remote_model, history)  # noqa: E731
+        assert trained is not None
+        document = trained
+    # The prompt the model was trained with (model.json's), else the configured one.
+    document = {**document, "system_prompt": document.get("system_prompt", config.dataset.system_prompt)}
+    backend = backend_for(config, document["backend"], options=_options(ctx))
+    if not backend.sends_data:
+        click.echo(f"chat: loading {document['model_id']} ({backend.name})", err=True)
+    if document.get("demonstration"):
+        click.echo(f"chat: {document['notice']}", err=True)
+    model = backend.load(document)
     history: list[dict[str, str]] = []
-    if system_prompt:
-        history.append({"role": "system", "content": system_prompt})
+    if model.system_prompt:
+        history.append({"role": "system", "content": model.system_prompt})
     prompts = [prompt] if prompt else None
     while True:
         if prompts is not None:
@@ -410,7 +423,7 @@ def chat_command(ctx: click.Context, prompt: str | None, model_id: str | None) -
                 return
         history.append({"role": "user", "content": text})
         pieces = []
-        for piece in reply(history):
+        for piece in model.stream(history):
             # A model's control characters never reach the terminal raw: shown as escapes.
             click.echo(printable(piece, keep=REPLY_KEEPS), nl=False)
             pieces.append(piece)
@@ -467,8 +480,7 @@ def forget_command(ctx: click.Context, yes: bool) -> None:
       imessage-finetune forget --yes
     """
     config = _config(ctx)
-    local = config.finetune.backend == "local"
-    forgettable = (artifacts.MODEL, artifacts.ADAPTER, artifacts.CHECKPOINTS) if local else artifacts.RECEIPTS
+    forgettable = backend_for(config).training().forgettable
     present = [a.path(config.artifacts_dir) for a in forgettable if a.path(config.artifacts_dir).exists()]
     if not present:
         click.echo("nothing to forget", err=True)
@@ -477,7 +489,14 @@ def forget_command(ctx: click.Context, yes: bool) -> None:
         raise click.exceptions.Exit(1)
     for path in present:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    run_doit(config, ["forget", "train"] if local else ["forget", "upload", "train"])
+    # The stages that wrote them are forgotten too, so the next run builds them again.
+    names = {a.name for a in forgettable}
+    writers = [
+        stage.name
+        for stage in active_stages(config)
+        if names & {a.name for a in stage.outputs(stage.view(config))}
+    ]
+    run_doit(config, ["forget", *writers], _options(ctx))
     click.echo(f"forgot {', '.join(p.name for p in present)}", err=True)
 
 
@@ -499,7 +518,7 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
     Example:
       imessage-finetune status --json
     """
-    statuses = stage_statuses(doit_namespace(_config(ctx)))
+    statuses = stage_statuses(doit_namespace(_config(ctx), _options(ctx)))
     if as_json:
         click.echo(dump_json([dataclasses.asdict(s) for s in statuses]).decode(), nl=False)
     else:
@@ -509,7 +528,7 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command(name="plan")
-@click.argument("stage", required=False, type=click.Choice(STAGES), default="dataset")
+@click.argument("stage", required=False, type=StageName(), default=DEFAULT_TARGET)
 @click.pass_context
 def plan_command(ctx: click.Context, stage: str) -> None:
     """Dry run: list the stages `run STAGE` would run, and why, without running anything.
@@ -520,7 +539,11 @@ def plan_command(ctx: click.Context, stage: str) -> None:
     Example:
       imessage-finetune plan dataset
     """
-    steps = plan(doit_namespace(_config(ctx)), [stage])
+    config = _config(ctx)
+    declared = stages.stage_named(stage)
+    if not declared.applies(config):
+        raise click.UsageError(declared.not_applicable.format(backend=config.finetune.backend))
+    steps = plan(doit_namespace(config, _options(ctx)), [stage])
     _table(_stage_rows(steps))
     running = [s.name for s in steps if s.status == "run"]
     click.echo(f"{len(running)} stage(s) would run: {', '.join(running) or 'none'}", err=True)
@@ -536,7 +559,7 @@ def dag_command(ctx: click.Context, mermaid: bool) -> None:
     Example:
       imessage-finetune dag --mermaid
     """
-    for line in dag_lines(doit_namespace(_config(ctx)), mermaid=mermaid):
+    for line in dag_lines(doit_namespace(_config(ctx), _options(ctx)), mermaid=mermaid):
         click.echo(line)
 
 

@@ -1,8 +1,17 @@
-"""The one configuration file: where it is, what keys it may hold, and their types.
+"""The one configuration file, and the options of a run: parsed once, into typed values.
 
 The file is TOML. Its path comes from `IMESSAGE_FINETUNE_CONFIG`, else `finetune.toml` in the
 project folder (beside `dodo.py`). Every key has a default, so an empty file is a valid
 configuration; an unknown key or a value of the wrong type is an error that names the key.
+Dates and the time zone are parsed here, once (`Config.dates`).
+
+A stage sees the configuration through a `ConfigView`: the same attributes, but reading a key
+the stage did not declare raises `UndeclaredKey`, so the keys a stage declares are exactly
+those its work depends on (and its fingerprint holds).
+
+`RunOptions` are how a run behaves rather than what it builds (how much it says, whether it
+may send without asking...): the CLI's flags, or for plain `doit` the environment variables
+read in `RunOptions.from_environ`, the one place they are read.
 """
 
 from __future__ import annotations
@@ -11,15 +20,21 @@ import dataclasses
 import datetime as dt
 import os
 import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Protocol, Union, cast, get_args, get_origin, get_type_hints
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from imessage_finetune.errors import ConfigError
 
 CONFIG_ENV = "IMESSAGE_FINETUNE_CONFIG"
+# The run options' ways in for plain `doit` (the CLI sets them from its flags instead).
+VERBOSITY_ENV = "IMESSAGE_FINETUNE_VERBOSITY"  # 0 quiet, 1 normal, 2 verbose
+YES_ENV = "IMESSAGE_FINETUNE_YES"  # "1": send to the fine-tuning service without asking
+RAISE_ERRORS_ENV = "IMESSAGE_FINETUNE_RAISE_ERRORS"  # non-empty: tracebacks instead of one line
+STRICT_API_ENV = "IMESSAGE_FINETUNE_STRICT_API"  # "1": check every service reply's shape
 CONFIG_FILENAME = "finetune.toml"
 DEMO_SOURCE = "demo"
 DEFAULT_CHAT_DB = "~/Library/Messages/chat.db"
@@ -136,6 +151,15 @@ class FinetuneConfig:
 
 
 @dataclass(frozen=True)
+class DateRange:
+    """`[sessions] start_date`/`end_date` parsed (in `timezone`): Unix seconds, start
+    inclusive, end exclusive; None is unbounded."""
+
+    start: float | None = None
+    end: float | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, with the folder relative paths are resolved against."""
 
@@ -146,6 +170,7 @@ class Config:
     dataset: DatasetConfig = DatasetConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     file: Path | None = None
+    dates: DateRange = DateRange()
 
     @property
     def artifacts_dir(self) -> Path:
@@ -223,8 +248,7 @@ def config_from_dict(raw: dict[str, Any], *, base_dir: Path, file: Path | None =
             raise ConfigError(f"{where}: [{name}] must be a table, not {type(values).__name__}")
         sections[name] = _build_section(cls, name, values, where)
     config = Config(base_dir=base_dir.resolve(), file=file, **sections)
-    _check_semantics(config, where)
-    return config
+    return dataclasses.replace(config, dates=_check_semantics(config, where))
 
 
 def _build_section(cls: type, section: str, values: dict[str, Any], where: str) -> Any:
@@ -292,7 +316,8 @@ def _describe(hint: Any) -> str:
     )
 
 
-def _check_semantics(config: Config, where: str) -> None:
+def _check_semantics(config: Config, where: str) -> DateRange:
+    """Check what the types alone cannot; return the date range, parsed once here."""
     sessions = config.sessions
     zone = parse_timezone(sessions.timezone, where)
     start = parse_date(sessions.start_date, zone, "sessions.start_date", where)
@@ -352,6 +377,7 @@ def _check_semantics(config: Config, where: str) -> None:
         )
     if not dataset.ai_sender.strip():
         raise ConfigError(f'{where}: dataset.ai_sender must be "me" or a sender\'s name or handle')
+    return DateRange(start, end)
 
 
 def parse_timezone(name: str, where: str = "config") -> dt.tzinfo:
@@ -385,3 +411,203 @@ def parse_date(value: str, zone: dt.tzinfo, key: str, where: str = "config") -> 
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=zone)
     return parsed.timestamp()
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run behaves, as opposed to what it builds (nothing here enters a fingerprint)."""
+
+    verbosity: int = 1
+    """0 says only errors and the closing summary, 1 is normal, 2 says more."""
+    assume_yes: bool = False
+    """Send to the fine-tuning service without asking (`run --yes`)."""
+    raise_errors: bool = False
+    """Show the traceback of an error instead of its one line."""
+    strict_api: bool = False
+    """Check every reply of the fine-tuning service against the SDK's models."""
+    forced: frozenset[str] = frozenset()
+    """Stages to rebuild even when up to date (`run STAGE --force`)."""
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> RunOptions:
+        """The options plain `doit` users set through the environment (the only place the
+        package reads these variables)."""
+        env = os.environ if environ is None else environ
+        try:
+            verbosity = min(max(int(env.get(VERBOSITY_ENV, "1")), 0), 2)
+        except ValueError:
+            verbosity = 1
+        return cls(
+            verbosity=verbosity,
+            assume_yes=env.get(YES_ENV) == "1",
+            raise_errors=bool(env.get(RAISE_ERRORS_ENV)),
+            strict_api=env.get(STRICT_API_ENV) == "1",
+        )
+
+
+class UndeclaredKey(LookupError):
+    """A stage read a config key it did not declare: a bug in that stage (its fingerprint
+    would miss the key, so a change of it would not rebuild what depends on it)."""
+
+
+class ConfigLike(Protocol):
+    """What stages and backends read: a `Config`, or a `ConfigView` restricted to the keys a
+    stage declared."""
+
+    @property
+    def base_dir(self) -> Path: ...
+    @property
+    def file(self) -> Path | None: ...
+    @property
+    def source(self) -> SourceConfig: ...
+    @property
+    def artifacts(self) -> ArtifactsConfig: ...
+    @property
+    def sessions(self) -> SessionsConfig: ...
+    @property
+    def dataset(self) -> DatasetConfig: ...
+    @property
+    def finetune(self) -> FinetuneConfig: ...
+    @property
+    def dates(self) -> DateRange: ...
+    @property
+    def artifacts_dir(self) -> Path: ...
+    @property
+    def uses_demo(self) -> bool: ...
+    def source_path(self) -> Path: ...
+    def contacts_paths(self) -> list[Path] | None: ...
+
+
+def config_keys(section: Any, prefix: str) -> list[str]:
+    """Every key of a section (dataclass) as `prefix.key`, nested tables expanded."""
+    keys = []
+    for f in fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += config_keys(value, f"{prefix}.{f.name}")
+        else:
+            keys.append(f"{prefix}.{f.name}")
+    return keys
+
+
+class ConfigView:
+    """A `Config` that lets its owner (a stage) read only the keys it declared.
+
+    Keys are spelled `section.key` (`finetune.local.seed`); declaring a table (`finetune.local`)
+    declares every key in it. Where things are (`base_dir`, `artifacts_dir`, `file`) is always
+    readable: it says where to read and write, not what to make.
+    """
+
+    # Derived values read the keys they are derived from, through the view.
+    uses_demo = Config.uses_demo
+    source_path = Config.source_path
+    contacts_paths = Config.contacts_paths
+
+    def __init__(self, config: Config, keys: Iterable[str], owner: str) -> None:
+        self._config = config
+        self._keys = frozenset(keys)
+        self._owner = owner
+        known = set(config_keys(config.source, "source")) | set(config_keys(config.artifacts, "artifacts"))
+        for name in ("sessions", "dataset", "finetune"):
+            known |= set(config_keys(getattr(config, name), name))
+        tables = {key.rsplit(".", 1)[0] for key in known} | {"finetune.local"}
+        unknown = sorted(k for k in self._keys if k not in known and k not in tables)
+        if unknown:
+            raise UndeclaredKey(f"{owner} declares {', '.join(unknown)}, which the configuration does not have")
+
+    def allows(self, key: str) -> bool:
+        """Whether `key` (or a table holding it) was declared."""
+        parts = key.split(".")
+        return any(".".join(parts[:i]) in self._keys for i in range(1, len(parts) + 1))
+
+    def require(self, key: str) -> None:
+        """Raise UndeclaredKey unless `key` was declared."""
+        if not self.allows(key):
+            raise UndeclaredKey(
+                f"{self._owner} read the config key {key} without declaring it: add it to the "
+                "stage's keys (it changes the outputs) or side_keys (it does not)"
+            )
+
+    def get(self, key: str) -> Any:
+        """The value of a declared key, e.g. `view.get("dataset.ai_sender")`."""
+        self.require(key)
+        value: Any = self._config
+        for part in key.split("."):
+            value = getattr(value, part)
+        return value
+
+    @property
+    def config(self) -> Config:
+        """The whole configuration: for the pipeline, never for a stage's work."""
+        return self._config
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths are resolved against."""
+        return self._config.base_dir
+
+    @property
+    def file(self) -> Path | None:
+        """The configuration file."""
+        return self._config.file
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """The artifacts folder, absolute."""
+        return self._config.artifacts_dir
+
+    @property
+    def dates(self) -> DateRange:
+        """The parsed date range (reads sessions.start_date, end_date and timezone)."""
+        for key in ("sessions.start_date", "sessions.end_date", "sessions.timezone"):
+            self.require(key)
+        return self._config.dates
+
+    @property
+    def source(self) -> SourceConfig:
+        """`[source]`, declared keys only."""
+        return cast(SourceConfig, _SectionView(self._config.source, "source", self))
+
+    @property
+    def artifacts(self) -> ArtifactsConfig:
+        """`[artifacts]`, declared keys only."""
+        return cast(ArtifactsConfig, _SectionView(self._config.artifacts, "artifacts", self))
+
+    @property
+    def sessions(self) -> SessionsConfig:
+        """`[sessions]`, declared keys only."""
+        return cast(SessionsConfig, _SectionView(self._config.sessions, "sessions", self))
+
+    @property
+    def dataset(self) -> DatasetConfig:
+        """`[dataset]`, declared keys only."""
+        return cast(DatasetConfig, _SectionView(self._config.dataset, "dataset", self))
+
+    @property
+    def finetune(self) -> FinetuneConfig:
+        """`[finetune]`, declared keys only."""
+        return cast(FinetuneConfig, _SectionView(self._config.finetune, "finetune", self))
+
+
+class _SectionView:
+    """One table of a ConfigView: its fields are read through the view's check; its
+    properties (such as `LocalConfig.is_demo`) run on the view, so they are checked too."""
+
+    def __init__(self, section: Any, path: str, view: ConfigView) -> None:
+        self._section, self._path, self._view = section, path, view
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        section = self._section
+        if name in {f.name for f in fields(section)}:
+            key = f"{self._path}.{name}"
+            value = getattr(section, name)
+            if dataclasses.is_dataclass(value):
+                return _SectionView(value, key, self._view)
+            self._view.require(key)
+            return value
+        attribute = getattr(type(section), name, None)
+        if isinstance(attribute, property) and attribute.fget is not None:
+            return attribute.fget(self)
+        raise AttributeError(f"[{self._path}] has no key {name}")

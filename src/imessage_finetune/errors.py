@@ -1,8 +1,11 @@
 """Typed errors, one family per domain. Each message says what went wrong and what to do.
 
 Library code only raises them. The CLI turns them into a one-line error and exit 1 in one
-place (`cli._Group.invoke`); in doit runs a failing stage reports its message through
-`tasks.stage_action`, and dodo.py does the same for configuration errors.
+place (`cli._Group.invoke`); in doit runs a failing stage reports its message through the
+generic stage action (`pipeline.tasks`), and dodo.py does the same for configuration errors.
+
+Two names a newcomer may confuse: `FinetuneError` is the base of every error here;
+`ServiceError` is a fine-tuning service's refusal or outage (HTTP status and code attached).
 """
 
 from __future__ import annotations
@@ -75,7 +78,12 @@ class DatasetError(FinetuneError):
     """The conversations cannot be turned into training data as configured."""
 
 
-class FineTuneError(FinetuneError):
+class TrainingError(FinetuneError):
+    """Training or loading a model on this machine cannot go on (missing packages, a base
+    model that cannot be found or loaded, no example left, Ctrl-C during training)."""
+
+
+class ServiceError(FinetuneError):
     """A fine-tuning service refused a request or stayed unreachable.
 
     The message carries the service's status, code, param, message and request id verbatim,
@@ -87,11 +95,15 @@ class FineTuneError(FinetuneError):
         super().__init__(message)
 
 
-class FineTuneAuthError(FineTuneError):
+class ServiceSetupError(ServiceError):
+    """Nothing was sent: no API key, a cost over the limit, or no confirmation."""
+
+
+class ServiceAuthError(ServiceError):
     """The service rejected the API key (401) or denied it the operation (403)."""
 
 
-class FineTuneRefused(FineTuneError):
+class ServiceRefused(ServiceError):
     """The service refused to create a job because the account may no longer fine-tune."""
 
     def __init__(self, detail: str, *, status: int | None = None, code: str | None = None) -> None:
@@ -106,7 +118,7 @@ class FineTuneRefused(FineTuneError):
         )
 
 
-class FineTuneUnavailable(FineTuneError):
+class ServiceUnavailable(ServiceError):
     """A timeout, a dropped connection, a 429 or a 5xx reply (after the retries asked for).
 
     `retry_after` is the delay in seconds the service asked for (Retry-After), if any.
@@ -119,7 +131,7 @@ class FineTuneUnavailable(FineTuneError):
         super().__init__(message, status=status, code=code)
 
 
-class FineTuneJobFailed(FineTuneError):
+class JobFailed(ServiceError):
     """The job ended in `failed`; `code` and `message` are the service's, verbatim."""
 
     def __init__(self, job_id: str, code: str | None, message: str | None) -> None:
@@ -131,7 +143,7 @@ class FineTuneJobFailed(FineTuneError):
         )
 
 
-class FineTuneStillRunning(FineTuneError):
+class JobStillRunning(ServiceError):
     """The job did not finish before the deadline; it keeps running and can be re-attached."""
 
     def __init__(self, job_id: str, status: str | None, waited: float, *, last_error: str | None = None) -> None:

@@ -9,7 +9,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from imessage_finetune.langchain.chat_model import LocalChatModel
-from imessage_finetune.errors import FineTuneError
+from imessage_finetune.errors import TrainingError
 
 
 def model_json(tmp_path: Path, **fields: object) -> Path:
@@ -34,5 +34,5 @@ def test_the_training_system_prompt_comes_first_unless_the_caller_gives_one(tmp_
 
 
 def test_a_remote_model_json_points_to_chatopenai(tmp_path: Path) -> None:
-    with pytest.raises(FineTuneError, match="langchain_openai.ChatOpenAI"):
+    with pytest.raises(TrainingError, match="langchain_openai.ChatOpenAI"):
         LocalChatModel.from_model_json(model_json(tmp_path, backend="openai"))

@@ -12,9 +12,11 @@ Library code: nothing here prints, prompts or exits; progress goes through callb
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from imessage_finetune.artifacts import Artifact
 
 Messages = Sequence[Mapping[str, Any]]
 """A conversation in OpenAI's chat form: `{"role", "content"}` (and `name`, `weight`)."""
@@ -60,8 +62,10 @@ class ChatModel(Protocol):
     system_prompt: str
     """The system prompt the model was trained with ("" for none)."""
 
-    def stream(self, messages: Messages, settings: GenerationSettings) -> Completion:
-        """The reply to `messages`, piece by piece.
+    def stream(self, messages: Messages, settings: GenerationSettings | None = None) -> Completion:
+        """The reply to `messages`, piece by piece; `settings` None means the backend's own
+        defaults for `chat` (the local backend's [finetune.local] max_new_tokens, temperature
+        and seed; a service's defaults).
 
         When the last message is the assistant's, it is a reply already begun: a model that
         can (local, mlx) continues it, rendering the conversation with the template's
@@ -77,13 +81,60 @@ class ChatModel(Protocol):
 
 
 @dataclass(frozen=True)
+class TrainingStep:
+    """One step of training as the stage shows it: a bar's position, or the line `text`
+    (e.g. "step 4/45 (epoch 1), training loss 5.5358") where no bar is drawn."""
+
+    step: int
+    total_steps: int | None
+    text: str
+
+
+@dataclass(frozen=True)
 class TrainingCallbacks:
     """How a backend reports while it trains (the stage turns these into lines or a bar)."""
 
     on_start: Callable[[str, int, int], None] | None = None  # device, examples, steps
-    on_step: Callable[[Any], None] | None = None  # an event with step, total_steps, epoch, loss
+    on_step: Callable[[TrainingStep], None] | None = None  # each optimiser step (or metric event)
     on_resume: Callable[[int, int], None] | None = None  # step resumed at, total steps
     on_message: Callable[[str], None] | None = None  # a line worth showing (job status...)
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """The train stage of a backend: what it reads and writes, and what its model depends on.
+
+    The train stage (`stages/model.py`) is declared from this, so choosing a backend changes
+    the stage's inputs, outputs and fingerprint without any other module asking which one.
+    """
+
+    reads: tuple[Artifact, ...]
+    """Artifacts training reads (train.jsonl...; never the whole dataset report)."""
+    writes: tuple[Artifact, ...]
+    """Artifacts it publishes (model.json, an adapter...)."""
+    keys: tuple[str, ...]
+    """Config keys whose change gives another model (`training_keys()`)."""
+    side_keys: tuple[str, ...] = ()
+    """Config keys it reads that do not change the model (checkpoint interval, poll interval)."""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """What else the model depends on (library versions, the endpoint)."""
+    watched: tuple[Path, ...] = ()
+    """Files outside the artifacts folder it reads (a base model given as a folder)."""
+    forgettable: tuple[Artifact, ...] = ()
+    """What `imessage-finetune forget` deletes (receipts, the model, checkpoints)."""
+
+
+@dataclass(frozen=True)
+class Disclosure:
+    """What will leave the machine, shown before anything is sent."""
+
+    endpoint: str
+    conversations: int
+    examples: int
+    validation_examples: int
+    tokens: int
+    estimated_cost_usd: float | None
+    files: tuple[str, ...]
 
 
 class Backend(Protocol):
@@ -99,6 +150,16 @@ class Backend(Protocol):
         """The config keys whose change gives another trained model (the train stage's)."""
         ...
 
+    def training(self) -> TrainingPlan:
+        """What the train stage reads, writes and depends on with this backend."""
+        ...
+
+    def train(self, artifacts_dir: Path, callbacks: TrainingCallbacks) -> Mapping[str, Any]:
+        """Train on the artifacts `training().reads` names, publish `training().writes`
+        (model.json last) and return model.json's document. Reports only through
+        `callbacks`; a FinetuneError says in one line what went wrong and what to do."""
+        ...
+
     def load(self, model: Mapping[str, Any], *, tuned: bool = True) -> ChatModel:
         """The model model.json describes (`tuned`), or the base model it was trained from."""
         ...
@@ -106,4 +167,23 @@ class Backend(Protocol):
     def export(self, model: Mapping[str, Any], folder: Path) -> Path:
         """Write the tuned model, adapter merged into the base weights, as a Hugging Face
         folder into `folder` (replaced whole); raise for a backend with nothing to export."""
+        ...
+
+
+class Sender(Protocol):
+    """A backend whose training sends the data to a service first (`sends_data`): the upload
+    stage shows what will leave the machine, asks, and sends."""
+
+    def disclose(self, artifacts_dir: Path) -> Disclosure:
+        """What the upload will send; raises (nothing sent) when the files fail the service's
+        rules or the estimated cost is above the limit."""
+        ...
+
+    def notices(self) -> list[str]:
+        """Lines to show before asking (the service's shutdown calendar...)."""
+        ...
+
+    def upload(self, artifacts_dir: Path) -> tuple[dict[str, Any], list[str]]:
+        """Send the files not already there; publish the receipt; return it and the names of
+        the files found already sent (not sent again)."""
         ...

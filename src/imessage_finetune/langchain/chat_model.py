@@ -20,8 +20,9 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, PrivateAttr
 
-from imessage_finetune.config import LocalConfig
-from imessage_finetune.errors import FineTuneError
+from imessage_finetune.backends import backend_for
+from imessage_finetune.config import ArtifactsConfig, Config, FinetuneConfig, LocalConfig
+from imessage_finetune.errors import TrainingError
 from imessage_finetune.jsonio import load_json
 
 ROLES = {"system": "system", "human": "user", "ai": "assistant"}
@@ -55,7 +56,7 @@ class LocalChatModel(BaseChatModel):
         path = Path(path).resolve()
         document = load_json(path.read_bytes())
         if document["backend"] != "local":
-            raise FineTuneError(
+            raise TrainingError(
                 f"{path} describes a model of the {document['backend']!r} backend; use "
                 "langchain_openai.ChatOpenAI(model=...) for it"
             )
@@ -86,9 +87,12 @@ class LocalChatModel(BaseChatModel):
 
     def _pieces(self, messages: list[BaseMessage]) -> Iterator[str]:
         if self._chat is None:
-            from imessage_finetune.backends.local.chat import LocalChat
-
-            self._chat = LocalChat(self.model_json, self.artifacts_dir, self.base_dir, self.settings)
+            config = Config(
+                base_dir=self.base_dir,
+                artifacts=ArtifactsConfig(dir=str(self.artifacts_dir)),
+                finetune=FinetuneConfig(backend=self.model_json["backend"], local=self.settings),
+            )
+            self._chat = backend_for(config).load(self.model_json)
         return self._chat.stream(self._messages(messages))
 
     def _generate(

@@ -9,7 +9,6 @@ doit decides staleness; this module asks doit's own dependency manager for the r
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterable
@@ -24,17 +23,8 @@ from doit.loader import load_doit_config, load_tasks
 from doit.reporter import ConsoleReporter
 from doit.task import Task
 
+from imessage_finetune.config import RunOptions
 from imessage_finetune.pipeline.doit_state import SyncedJsonDB
-
-VERBOSITY_ENV = "IMESSAGE_FINETUNE_VERBOSITY"  # 0 quiet, 1 normal, 2 verbose
-
-
-def verbosity() -> int:
-    """How much a run says: set by the CLI's --quiet/--verbose, 1 by default."""
-    try:
-        return int(os.environ.get(VERBOSITY_ENV, "1"))
-    except ValueError:
-        return 1
 
 
 @dataclass(frozen=True)
@@ -179,6 +169,12 @@ class ExplainingReporter(ConsoleReporter):  # type: ignore[misc]
     """doit's console reporter, on stderr, saying why each stage runs and ending with a summary."""
 
     desc = "says why each stage runs (imessage-finetune)"
+    run_options = RunOptions()
+
+    @classmethod
+    def with_options(cls, options: RunOptions) -> type[ExplainingReporter]:
+        """This reporter for a run with `options` (doit builds reporters from a class)."""
+        return type(cls.__name__, (cls,), {"run_options": options})
 
     def __init__(self, outstream: TextIO, options: dict[str, Any]) -> None:
         super().__init__(sys.stderr, options)
@@ -186,7 +182,7 @@ class ExplainingReporter(ConsoleReporter):  # type: ignore[misc]
         self.ran: list[str] = []
         self.skipped: list[str] = []
         self.started = time.monotonic()
-        self.verbosity = verbosity()
+        self.verbosity = self.run_options.verbosity
 
     def initialize(self, tasks: dict[str, Task], selected_tasks: list[str]) -> None:
         self.tasks = tasks

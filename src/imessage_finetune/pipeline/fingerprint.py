@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
+import inspect
 import re
-from collections.abc import Iterable
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from imessage_finetune import __version__
+from imessage_finetune.digests import file_digest, package_versions
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 KEY_DEPENDENCIES = ("doit", "jsonschema", "jsonschema-rs", "orjson", "langchain-core")
@@ -50,11 +52,24 @@ def _imported(name: str) -> tuple[str, ...]:
     return tuple(found)
 
 
-def module_closure(entry: str) -> set[str]:
-    """The package files a module runs: itself and every package module it imports,
-    transitively (found by a scan of its import lines: no code is imported or run)."""
+def module_file(where: Callable[..., object] | str) -> str:
+    """The file of a function's module, or of a module named `imessage_finetune.x.y` (found
+    without importing it): relative to the package for its own modules, absolute otherwise
+    (a stage defined outside the package)."""
+    if isinstance(where, str):
+        spec = importlib.util.find_spec(where)
+        assert spec is not None and spec.origin is not None, f"no module {where}"
+        path = Path(spec.origin).resolve()
+    else:
+        path = Path(inspect.getfile(where)).resolve()
+    return str(path.relative_to(PACKAGE_DIR)) if path.is_relative_to(PACKAGE_DIR) else str(path)
+
+
+def module_closure(entry: str | Iterable[str]) -> set[str]:
+    """The package files modules run: themselves and every package module they import,
+    transitively (found by a scan of their import lines: no code is imported or run)."""
     seen: set[str] = set()
-    pending = [entry]
+    pending = [entry] if isinstance(entry, str) else list(entry)
     while pending:
         name = pending.pop()
         if name not in seen:
@@ -71,18 +86,6 @@ def code_hash(modules: Iterable[str]) -> str:
     return digest.hexdigest()
 
 
-def package_versions(names: Iterable[str]) -> dict[str, str]:
-    """Installed versions of `names` from their metadata ("absent" if not installed): nothing
-    is imported."""
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = "absent"
-    return versions
-
-
 @functools.cache
 def _versions() -> tuple[tuple[str, str], ...]:
     return (("imessage-finetune", __version__), *package_versions(KEY_DEPENDENCIES).items())
@@ -91,17 +94,6 @@ def _versions() -> tuple[tuple[str, str], ...]:
 def dependency_versions() -> dict[str, str]:
     """Versions of the package and the libraries that shape its outputs (read once)."""
     return dict(_versions())
-
-
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def files_state(paths: Iterable[Path]) -> dict[str, list[Any] | None]:
@@ -140,7 +132,7 @@ def changed_files(saved: dict[str, list[Any] | None], paths: Iterable[Path]) -> 
 class StageFingerprint:
     """Stale when the stage's parameters, code or dependency versions differ from the last run."""
 
-    def __init__(self, stage: str, params: dict[str, Any], entry: str) -> None:
+    def __init__(self, stage: str, params: dict[str, Any], entry: str | Iterable[str]) -> None:
         self.key = f"fingerprint:{stage}"
         self.current = {
             "params": params,
@@ -203,3 +195,18 @@ class FilesUnchanged:
             return [] if self.key == "targets" else [f"{self.key} not recorded yet"]
         verb = "changed" if self.key == "source" else "was edited or damaged since it was built"
         return [f"{path.name} {verb}" for path in changed_files(saved, self.paths)]
+
+
+class Forced:
+    """Stale on request (`run STAGE --force`): nothing recorded is forgotten, and the stage
+    says it runs because it was forced."""
+
+    def __init__(self, forced: bool) -> None:
+        self.forced = forced
+
+    def __call__(self, task: Any, values: dict[str, Any]) -> bool:
+        return not self.forced
+
+    def explain(self, values: dict[str, Any]) -> list[str]:
+        """Why: it was asked for."""
+        return ["forced"]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from imessage_finetune.atomic import atomic_write
-from imessage_finetune.pipeline.fingerprint import file_digest
+from imessage_finetune.digests import file_digest
 from imessage_finetune.jsonio import dump_json, load_json
 
 LOCK_FILE = "pipeline.lock.json"

@@ -19,13 +19,14 @@ from typing import Any
 
 from imessage_finetune import artifacts
 from imessage_finetune.atomic import atomic_write
-from imessage_finetune.config import DatasetConfig, FinetuneConfig
+from imessage_finetune.config import ConfigView, DatasetConfig, FinetuneConfig
 from imessage_finetune.errors import DatasetError
 from imessage_finetune.jsonio import dump_compact, dump_json, read_stream, read_trailer
 from imessage_finetune.stages.merged import FORMAT as MERGED_FORMAT
-from imessage_finetune.tokens import TokenCounter, token_limit
+from imessage_finetune.tokens import TokenCounter, counter_for, token_limit
 from imessage_finetune.schema_check import validate_document
 from imessage_finetune.openai_file import ValidationResult, validate_lines
+from imessage_finetune.stages.stage import Stage, StageContext
 
 SHOWN_PROBLEMS = 20
 
@@ -179,3 +180,75 @@ def _publish(path: Path, lines: list[str]) -> None:
     with atomic_write(path) as handle:
         for line in lines:
             handle.write(line.encode() + b"\n")
+
+
+# What shapes the files and the report: the split, the system prompt, and the target model
+# (tokenizer, token limit), epochs and price of the cost estimate.
+KEYS = (
+    "dataset.validation_share",
+    "dataset.split_seed",
+    "dataset.system_prompt",
+    "finetune.model",
+    "finetune.n_epochs",
+    "finetune.price_per_million_tokens",
+)
+# Only for the closing words: whether the cost applies (a backend that sends the data).
+SIDE_KEYS = ("finetune.backend",)
+
+
+def outputs(config: ConfigView) -> list[artifacts.Artifact]:
+    """train.jsonl and the report, and validation.jsonl when a share is held out."""
+    written = [artifacts.TRAIN, artifacts.DATASET_REPORT]
+    if config.dataset.validation_share > 0:
+        written.append(artifacts.VALIDATION)
+    return written
+
+
+def run(ctx: StageContext) -> None:
+    """Write train.jsonl (and validation.jsonl) and the report; say what they hold."""
+    from imessage_finetune.backends import backend_for
+
+    config = ctx.config
+    summary = write_dataset(
+        ctx.path(artifacts.MERGED), ctx.artifacts_dir, config.dataset, config.finetune, counter_for(config.finetune.model)
+    )
+    backend = backend_for(config)
+    first, *rest = report_lines(summary.report, kept_by=None if backend.sends_data else backend.name)
+    ctx.say(first.removeprefix("dataset: "))
+    for line in rest:
+        ctx.detail(line.strip())
+
+
+def report_lines(report: dict[str, Any], *, kept_by: str | None = None) -> list[str]:
+    """The dataset report as a few lines for the terminal (`kept_by`: the name of a backend
+    that trains without sending the data anywhere, when it is one)."""
+    tokens = report["tokens_per_example"] or {"min": 0, "median": 0, "p95": 0, "max": 0}
+    cost = report["estimated_cost_usd"]
+    price = f"${cost:.2f}" if cost is not None else "unknown (no price for this model in config)"
+    tokenizer = report["tokenizer"]
+    label = tokenizer["encoding"] if tokenizer["exact"] else "ESTIMATE (tokenizer unavailable)"
+    dropped = report["dropped"]
+    left_out = ", ".join(
+        f"{k} {v}" for part in ("sessions", "chats", "merged") for k, v in dropped[part].items()
+    )
+    return [
+        f"dataset: {report['examples']['train']} training examples"
+        + (f" + {report['examples']['validation']} validation" if report["examples"]["validation"] else "")
+        + f", {report['messages']} messages, {report['tokens_total']} tokens ({label})",
+        f"  tokens per example: min {tokens['min']}, median {tokens['median']}, p95 {tokens['p95']}, "
+        f"max {tokens['max']}; over the {report['token_limit']} limit: {report['examples_over_limit']}",
+        f"  {report['model']}, {report['n_epochs']} epochs: {report['billed_tokens']} billed tokens, "
+        f"estimated cost {price}" + ("" if kept_by is None else f" if sent to OpenAI (the {kept_by} backend sends nothing)"),
+        f"  left out: {left_out or 'nothing'}",
+    ]
+
+
+STAGE = Stage(
+    name="dataset",
+    doc="Write train.jsonl (checked against OpenAI's rules) and dataset-report.json.",
+    run=run,
+    reads=(artifacts.MERGED,),
+    writes=outputs,
+    keys=KEYS,
+    side_keys=SIDE_KEYS,
+)

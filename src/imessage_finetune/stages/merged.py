@@ -29,9 +29,10 @@ from imessage_finetune.config import DatasetConfig
 from imessage_finetune.errors import DatasetError
 from imessage_finetune.jsonio import StreamWriter, read_stream, read_trailer
 from imessage_finetune.stages.sessions import FORMAT as SESSIONS_FORMAT
-from imessage_finetune.tokens import TokenCounter
+from imessage_finetune.tokens import TokenCounter, counter_for
 from imessage_finetune.schema_check import validate_document
 from imessage_finetune.openai_file import SPECIAL_TOKEN_RE
+from imessage_finetune.stages.stage import Stage, StageContext, counts
 
 FORMAT = "imessage-finetune/merged"
 VERSION = 1
@@ -275,3 +276,43 @@ def stats_dict(stats: MergedStats) -> dict[str, Any]:
         "dropped": dict(sorted(stats.dropped.items())),
         "redactions": dict(sorted(stats.redactions.items())),
     }
+
+
+# What shapes merged.json: every [dataset] key but the split's (the dataset stage's), and the
+# target model, whose tokenizer measures the token budget.
+KEYS = (
+    "dataset.ai_sender",
+    "dataset.merge_separator",
+    "dataset.idle_gap_hours",
+    "dataset.max_tokens",
+    "dataset.overlap_messages",
+    "dataset.group_chats",
+    "dataset.system_prompt",
+    "dataset.redact_phones",
+    "dataset.redact_emails",
+    "dataset.redact_codes",
+    "dataset.redact_urls",
+    "finetune.model",
+)
+
+
+def run(ctx: StageContext) -> None:
+    """Shape sessions.json into merged.json."""
+    config = ctx.config
+    stats = write_merged(
+        ctx.path(artifacts.SESSIONS), ctx.path(artifacts.MERGED), config.dataset, counter_for(config.finetune.model)
+    )
+    ctx.say(
+        f"{stats.messages_in} messages -> {stats.turns} turns in {stats.examples} examples "
+        f"(AI side: {config.dataset.ai_sender}); dropped: {counts(stats.dropped)}"
+    )
+
+
+STAGE = Stage(
+    name="merged",
+    doc="Merge runs, choose the AI voice, cut sessions and windows into merged.json.",
+    run=run,
+    reads=(artifacts.SESSIONS,),
+    writes=(artifacts.MERGED,),
+    keys=KEYS,
+)

@@ -19,26 +19,30 @@ from imessage_finetune.sources.chatdb.connection import open_chat_db
 from imessage_finetune.sources.contacts import ContactBook
 from imessage_finetune.sources.chatdb.dates import unix_to_iso
 from imessage_finetune.sources.chatdb.reader import Chat, ChatDbReader, Message, ReaderOptions, ReadStats
-from imessage_finetune.config import Config, parse_date, parse_timezone
+from imessage_finetune.config import ConfigLike
 from imessage_finetune.jsonio import StreamWriter, load_json
 from imessage_finetune.schema_check import validate_document
+from imessage_finetune.stages.stage import Stage, StageContext, counts
 
 FORMAT = "imessage-finetune/sessions"
 VERSION = 1
 
 
-def reader_options(config: Config) -> ReaderOptions:
-    """The reader's options from the `[sessions]` section."""
+# The reader's options: every key of [sessions] shapes sessions.json.
+KEYS = ("sessions",)
+
+
+def reader_options(config: ConfigLike) -> ReaderOptions:
+    """The reader's options from the `[sessions]` section (dates as parsed with the config)."""
     section = config.sessions
-    zone = parse_timezone(section.timezone)
     return ReaderOptions(
         owner_name=section.owner_name,
         attachments=section.attachments,
         attachment_placeholder=section.attachment_placeholder,
         include_chats=tuple(section.include_chats),
         exclude_chats=tuple(section.exclude_chats),
-        start=parse_date(section.start_date, zone, "sessions.start_date"),
-        end=parse_date(section.end_date, zone, "sessions.end_date"),
+        start=config.dates.start,
+        end=config.dates.end,
         groups=section.groups,
         drop_sms_reactions=section.drop_sms_reactions,
     )
@@ -136,3 +140,30 @@ def write_sessions(
             stream.close("stats", stats)
     return reader.stats
 
+
+
+def run(ctx: StageContext) -> None:
+    """Read the snapshot into sessions.json."""
+    target = ctx.path(artifacts.SESSIONS)
+    with ctx.progress() as progress:
+        stats = write_sessions(
+            ctx.path(artifacts.SNAPSHOT),
+            load_contacts(ctx.path(artifacts.CONTACTS)),
+            target,
+            reader_options(ctx.config),
+            progress,
+        )
+    ctx.say(
+        f"{stats.messages_kept} messages in {stats.chats_kept} of {stats.chats} chats -> {target}; "
+        f"left out: {counts({str(k): v for k, v in stats.excluded.items()})}"
+    )
+
+
+STAGE = Stage(
+    name="sessions",
+    doc="Read the snapshot into sessions.json (LangChain messages_to_dict form).",
+    run=run,
+    reads=(artifacts.SNAPSHOT, artifacts.CONTACTS),
+    writes=(artifacts.SESSIONS,),
+    keys=KEYS,
+)

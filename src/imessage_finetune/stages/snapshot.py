@@ -12,17 +12,26 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import Any
+
 from imessage_finetune import artifacts
 from imessage_finetune.atomic import atomic_path, atomic_write
+from imessage_finetune.config import ConfigLike, ConfigView
+from imessage_finetune.errors import ContactsError
+from imessage_finetune.jsonio import dump_json
+from imessage_finetune.schema_check import validate_document
 from imessage_finetune.sources.chatdb.connection import (
+    ADDRESSBOOK,
+    CHAT_DB,
+    check_database_file,
     open_readonly,
     require_messages_tables,
     sidecar,
     translate_sqlite_errors,
 )
-from imessage_finetune.sources.contacts import read_contacts
-from imessage_finetune.jsonio import dump_json
-from imessage_finetune.schema_check import validate_document
+from imessage_finetune.sources.contacts import contacts_sources, read_contacts
+from imessage_finetune.stages.stage import Stage, StageContext
+
 
 @dataclass(frozen=True)
 class SnapshotSummary:
@@ -78,3 +87,71 @@ def write_contacts(sources: list[Path], target: Path, *, busy_timeout: float = 1
     with atomic_write(target) as handle:
         handle.write(dump_json(document))
     return ContactsSummary(sources=len(sources), names=len(book))
+
+
+def source_database(config: ConfigLike) -> Path:
+    """The chat.db the snapshot copies: the configured one, or the demo's."""
+    if config.uses_demo:
+        return artifacts.DEMO_SOURCE_CHAT_DB.path(config.artifacts_dir)
+    return config.source_path()
+
+
+def contacts_databases(config: ConfigLike) -> list[Path]:
+    """The Contacts databases that name the handles: configured, the demo's, or macOS's."""
+    explicit = config.contacts_paths()
+    if config.uses_demo and explicit is None:
+        return [artifacts.DEMO_SOURCE_ADDRESSBOOK.path(config.artifacts_dir)]
+    return contacts_sources(explicit)
+
+
+def _contacts_or_none(config: ConfigLike) -> list[Path]:
+    """The Contacts databases, or none when macOS refuses to list them (the stage's check
+    then says so in one line, when it runs)."""
+    try:
+        return contacts_databases(config)
+    except ContactsError:
+        return []
+
+
+def watched(config: ConfigView) -> list[Path]:
+    """chat.db, its WAL and the Contacts databases: live files, compared by content."""
+    return source_files(source_database(config)) + _contacts_or_none(config)
+
+
+def params(config: ConfigView) -> dict[str, Any]:
+    """The databases read, as resolved paths."""
+    return {"source": str(source_database(config)), "contacts": [str(p) for p in _contacts_or_none(config)]}
+
+
+def check(ctx: StageContext) -> None:
+    """Refuse, in one line and before anything is written, a source or a Contacts database
+    that cannot be read (no Full Disk Access, a folder, not SQLite)."""
+    check_database_file(source_database(ctx.config), CHAT_DB)
+    for path in contacts_databases(ctx.config):
+        check_database_file(path, ADDRESSBOOK)
+
+
+def run(ctx: StageContext) -> None:
+    """Copy the source and publish the Contacts names."""
+    busy_timeout = ctx.config.source.busy_timeout
+    summary = take_snapshot(source_database(ctx.config), ctx.path(artifacts.SNAPSHOT), busy_timeout=busy_timeout)
+    people = write_contacts(contacts_databases(ctx.config), ctx.path(artifacts.CONTACTS), busy_timeout=busy_timeout)
+    ctx.say(
+        f"{summary.messages} messages in {summary.chats} chats"
+        f"{'' if summary.changed else ' (content unchanged)'}; "
+        f"{people.names} contact handles from {people.sources} Contacts database(s)"
+    )
+
+
+STAGE = Stage(
+    name="snapshot",
+    doc="Copy chat.db (WAL included, read-only) and read the Contacts names.",
+    run=run,
+    writes=(artifacts.SNAPSHOT, artifacts.CONTACTS),
+    keys=("source.path", "source.contacts"),
+    side_keys=("source.busy_timeout",),
+    params=params,
+    watched=watched,
+    after=("demo",),
+    check=check,
+)

@@ -49,11 +49,11 @@ def test_target_modules_the_model_lacks_are_refused_with_the_names_it_has(tmp_pa
     from imessage_finetune.backends.local.checkpoints import CheckpointStore
     from imessage_finetune.backends.local.trainer import train_adapter
     from imessage_finetune.config import LocalConfig
-    from imessage_finetune.errors import FineTuneError
+    from imessage_finetune.errors import TrainingError
 
     settings = LocalConfig(base_model="demo", target_modules=["c_attn"])
     model, tokenizer, _ = base_model.load(locate("demo", tmp_path, tmp_path / "out"), "cpu")
-    with pytest.raises(FineTuneError, match=r"target_modules \['c_attn'\] do not fit .* some of its linear layers: .*q_proj"):
+    with pytest.raises(TrainingError, match=r"target_modules \['c_attn'\] do not fit .* some of its linear layers: .*q_proj"):
         train_adapter(model, [], [], settings, pad_token_id=tokenizer.pad_token_id, device="cpu",
                       store=CheckpointStore(tmp_path / "checkpoints"), run_id="x")
     assert not (tmp_path / "checkpoints").exists()
@@ -62,11 +62,11 @@ def test_target_modules_the_model_lacks_are_refused_with_the_names_it_has(tmp_pa
 def test_a_model_without_a_chat_template_is_refused_with_what_to_choose(tmp_path: Path) -> None:
     from imessage_finetune.backends.local import base_model
     from imessage_finetune.backends.local.tiny_model import build_demo_model
-    from imessage_finetune.errors import FineTuneError
+    from imessage_finetune.errors import TrainingError
 
     folder = build_demo_model(tmp_path / "plain")
     (folder / "chat_template.jinja").unlink()
-    with pytest.raises(FineTuneError, match="has no chat template: choose an instruct"):
+    with pytest.raises(TrainingError, match="has no chat template: choose an instruct"):
         base_model.load(locate("plain", tmp_path, tmp_path / "out"), "cpu")
 
 

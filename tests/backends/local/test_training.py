@@ -181,11 +181,11 @@ def test_a_device_this_machine_lacks_is_refused_with_the_fix() -> None:
     import torch
 
     from imessage_finetune.backends.local import resolve_device
-    from imessage_finetune.errors import FineTuneError
+    from imessage_finetune.errors import TrainingError
 
     assert resolve_device("cpu") == "cpu"
     if not torch.cuda.is_available():
-        with pytest.raises(FineTuneError, match='set device = "auto"'):
+        with pytest.raises(TrainingError, match='set device = "auto"'):
             resolve_device("cuda")
 
 

@@ -1,4 +1,4 @@
-"""OpenAIBackend against the stand-in server: never two uploads or two jobs, typed errors, no key leaks.
+"""OpenAIClient against the stand-in server: never two uploads or two jobs, typed errors, no key leaks.
 
 Every client validates replies strictly against the openai package's models, so the stand-in
 cannot drift from what the SDK expects.
@@ -12,16 +12,16 @@ from pathlib import Path
 import openai
 import pytest
 
-from fake_openai import API_KEY, FakeOpenAI
-from imessage_finetune.backends import Job, JobEvent, ReadFailure, follow_job
-from imessage_finetune.backends.openai.client import OpenAIBackend
+from fake_openai import API_KEY, FakeOpenAI, VirtualTime
+from imessage_finetune.backends.openai.client import OpenAIClient
+from imessage_finetune.backends.openai.service import Job, JobEvent, ReadFailure, follow_job
 from imessage_finetune.errors import (
-    FineTuneAuthError,
-    FineTuneError,
-    FineTuneJobFailed,
-    FineTuneRefused,
-    FineTuneStillRunning,
-    FineTuneUnavailable,
+    ServiceAuthError,
+    ServiceError,
+    JobFailed,
+    ServiceRefused,
+    JobStillRunning,
+    ServiceUnavailable,
 )
 
 MODEL = "gpt-4o-mini-2024-07-18"
@@ -39,11 +39,11 @@ def _train_file(folder: Path, examples: int = 12, name: str = "train.jsonl") -> 
     return path
 
 
-def _backend(fake: FakeOpenAI, *, key: str = API_KEY, timeout: float = 5.0) -> OpenAIBackend:
-    return OpenAIBackend(key, fake.base_url, timeout=timeout, upload_timeout=timeout, strict=True)
+def _backend(fake: FakeOpenAI, *, key: str = API_KEY, timeout: float = 5.0) -> OpenAIClient:
+    return OpenAIClient(key, fake.base_url, timeout=timeout, upload_timeout=timeout, strict=True)
 
 
-def _create(backend: OpenAIBackend, file_id: str, metadata: dict[str, str] = METADATA) -> Job:
+def _create(backend: OpenAIClient, file_id: str, metadata: dict[str, str] = METADATA) -> Job:
     return backend.create_job(
         training_file=file_id,
         validation_file=None,
@@ -55,7 +55,7 @@ def _create(backend: OpenAIBackend, file_id: str, metadata: dict[str, str] = MET
     )
 
 
-def _uploaded(fake: FakeOpenAI, tmp_path: Path, examples: int = 12) -> tuple[OpenAIBackend, str]:
+def _uploaded(fake: FakeOpenAI, tmp_path: Path, examples: int = 12) -> tuple[OpenAIClient, str]:
     backend = _backend(fake)
     remote, _ = backend.find_or_upload(_train_file(tmp_path, examples), "train-0123456789ab.jsonl")
     return backend, remote.id
@@ -124,17 +124,17 @@ def test_429_with_retry_after_ms_is_retried_then_succeeds(fake_openai: FakeOpenA
 
 
 def test_a_500_storm_ends_in_a_typed_error_after_bounded_retries(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
-    """Three attempts (max_retries=2) on reads and on the create, then FineTuneUnavailable; no job."""
+    """Three attempts (max_retries=2) on reads and on the create, then ServiceUnavailable; no job."""
     backend, file_id = _uploaded(fake_openai, tmp_path)
     fake_openai.add_fault("POST", JOBS, "error", status=500, retry_after_ms=10, times=100)
-    with pytest.raises(FineTuneUnavailable, match="HTTP 500.*Sorry about that.*request req-") as caught:
+    with pytest.raises(ServiceUnavailable, match="HTTP 500.*Sorry about that.*request req-") as caught:
         _create(backend, file_id)
     assert caught.value.status == 500
     assert len(fake_openai.requests_to("POST", JOBS)) == 3
     assert fake_openai.state.jobs == {}
 
     fake_openai.add_fault("GET", "/v1/files", "error", status=503, retry_after_ms=10, times=100)
-    with pytest.raises(FineTuneUnavailable, match="after 3 attempts"):
+    with pytest.raises(ServiceUnavailable, match="after 3 attempts"):
         backend.find_or_upload(_train_file(tmp_path), "train-cccc.jsonl")
     assert len(fake_openai.requests_to("GET", "/v1/files")) == 1 + 3
 
@@ -190,15 +190,15 @@ def test_failed_and_cancelled_jobs_are_not_adopted(fake_openai: FakeOpenAI, tmp_
     assert backend.cancel(job.id).status == "cancelled"
     assert backend.find_job(METADATA) is None
     assert [(j.id, j.status) for j in backend.list_jobs(METADATA)] == [(job.id, "cancelled")]
-    with pytest.raises(FineTuneError, match="was cancelled"):
+    with pytest.raises(ServiceError, match="was cancelled"):
         follow_job(backend, job.id, deadline=5, poll_interval=0)
 
 
 def test_a_failed_job_reports_the_services_code_and_message_verbatim(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
-    """Too few examples: FineTuneJobFailed carries invalid_n_examples and OpenAI's message."""
+    """Too few examples: JobFailed carries invalid_n_examples and OpenAI's message."""
     backend, file_id = _uploaded(fake_openai, tmp_path, examples=5)
     job = _create(backend, file_id)
-    with pytest.raises(FineTuneJobFailed) as caught:
+    with pytest.raises(JobFailed) as caught:
         follow_job(backend, job.id, deadline=5, poll_interval=0)
     expected = "Training file has 5 example(s), but must have at least 10 examples"
     assert (caught.value.job_id, caught.value.code, caught.value.message) == (job.id, "invalid_n_examples", expected)
@@ -206,7 +206,7 @@ def test_a_failed_job_reports_the_services_code_and_message_verbatim(fake_openai
 
 
 def test_follow_job_stops_at_the_deadline_and_leaves_the_job_running(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
-    """A job that does not move raises FineTuneStillRunning at the deadline and is not cancelled."""
+    """A job that does not move raises JobStillRunning at the deadline and is not cancelled."""
     backend, file_id = _uploaded(fake_openai, tmp_path)
     job = _create(backend, file_id)
     fake_openai.auto_advance = False
@@ -217,26 +217,11 @@ def test_follow_job_stops_at_the_deadline_and_leaves_the_job_running(fake_openai
         sleeps.append(seconds)
         now[0] += seconds
 
-    with pytest.raises(FineTuneStillRunning, match="still validating_files after 25 s"):
+    with pytest.raises(JobStillRunning, match="still validating_files after 25 s"):
         follow_job(backend, job.id, deadline=25, poll_interval=10, sleep=sleep, clock=lambda: now[0])
     assert sleeps == [10, 10, 5]
     assert fake_openai.state.jobs[job.id].status == "validating_files"
     assert fake_openai.requests_to("POST", f"{JOBS}/{job.id}/cancel") == []
-
-
-class VirtualTime:
-    """A clock that only moves when the code under test sleeps; the sleeps are recorded."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def monotonic(self) -> float:
-        return self.now
 
 
 def test_following_a_job_outlives_500_429_and_503_replies(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
@@ -291,9 +276,9 @@ def test_a_final_error_ends_following_at_once(fake_openai: FakeOpenAI, tmp_path:
     backend = _backend(fake_openai)
     time = VirtualTime()
     failures: list[ReadFailure] = []
-    with pytest.raises(FineTuneError, match="HTTP 404, code fine_tune_not_found") as caught:
+    with pytest.raises(ServiceError, match="HTTP 404, code fine_tune_not_found") as caught:
         follow_job(backend, "ftjob-nope", deadline=3600, poll_interval=10, on_retry=failures.append, sleep=time.sleep, clock=time.monotonic)
-    assert caught.value.status == 404 and not isinstance(caught.value, FineTuneUnavailable)
+    assert caught.value.status == 404 and not isinstance(caught.value, ServiceUnavailable)
     assert failures == [] and time.sleeps == []
     assert len(fake_openai.requests_to("GET", f"{JOBS}/ftjob-nope")) == 1
 
@@ -308,7 +293,7 @@ def test_an_outage_that_outlasts_the_deadline_stops_following_and_says_why(fake_
     def outage_begins(seen: Job) -> None:  # after the first good read, the service goes down
         fake_openai.add_fault("GET", f"{JOBS}/{job.id}", "error", status=502, times=100)
 
-    with pytest.raises(FineTuneStillRunning) as caught:
+    with pytest.raises(JobStillRunning) as caught:
         follow_job(backend, job.id, deadline=100, poll_interval=10, on_status=outage_begins, sleep=time.sleep, clock=time.monotonic)
     assert time.sleeps == [10, 10, 20, 40, 20]
     text = str(caught.value)
@@ -345,7 +330,7 @@ def test_a_refused_create_says_the_account_may_no_longer_fine_tune(
     """The refusal names the 2027-01-06 shutdown and the other backends, with the service's words."""
     backend, file_id = _uploaded(fake_openai, tmp_path)
     fake_openai.refuse_fine_tuning(status=status, message=message)
-    with pytest.raises(FineTuneRefused) as caught:
+    with pytest.raises(ServiceRefused) as caught:
         _create(backend, file_id)
     text = str(caught.value)
     for needle in ("may no longer fine-tune", "2027-01-06", "[finetune] base_url", "local backend", message):
@@ -359,17 +344,17 @@ def test_a_403_about_the_model_is_not_a_refusal(fake_openai: FakeOpenAI, tmp_pat
     fake_openai.refuse_fine_tuning(
         status=403, message=f"Project `proj_x` does not have access to model `{MODEL}`", code="model_not_found"
     )
-    with pytest.raises(FineTuneAuthError, match="permission denied.*code model_not_found") as caught:
+    with pytest.raises(ServiceAuthError, match="permission denied.*code model_not_found") as caught:
         _create(backend, file_id)
-    assert not isinstance(caught.value, FineTuneRefused)
+    assert not isinstance(caught.value, ServiceRefused)
 
 
 def test_a_400_is_final_and_names_the_param(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
     """An unknown training file: one request, the service's message and param in the error."""
     backend, _ = _uploaded(fake_openai, tmp_path)
-    with pytest.raises(FineTuneError, match="HTTP 400, param training_file: invalid training_file: file-nope") as caught:
+    with pytest.raises(ServiceError, match="HTTP 400, param training_file: invalid training_file: file-nope") as caught:
         _create(backend, "file-nope")
-    assert caught.value.status == 400 and not isinstance(caught.value, FineTuneUnavailable)
+    assert caught.value.status == 400 and not isinstance(caught.value, ServiceUnavailable)
     assert len(fake_openai.requests_to("POST", JOBS)) == 1
 
 
@@ -377,7 +362,7 @@ def test_a_401_raises_an_auth_error_that_never_contains_the_key(fake_openai: Fak
     """The stand-in echoes the wrong key in its 401; the error, its repr and the backend mask it."""
     secret = "sk-wrong-5up3r53cr3t-k3y-do-not-print"
     backend = _backend(fake_openai, key=secret)
-    with pytest.raises(FineTuneAuthError) as caught:
+    with pytest.raises(ServiceAuthError) as caught:
         backend.find_or_upload(_train_file(tmp_path), "train-dddd.jsonl")
     error = caught.value
     assert error.status == 401 and "Incorrect API key provided: [API key]" in str(error)
@@ -395,24 +380,24 @@ def test_chat_stream_yields_the_streamed_pieces(fake_openai: FakeOpenAI, tmp_pat
     pieces = list(backend.chat_stream(model, [{"role": "user", "content": "hi there"}]))
     assert pieces == ["You ", "said: ", "hi ", "there"]
 
-    with pytest.raises(FineTuneError, match="HTTP 404, code model_not_found: The model `ft:nope` does not exist"):
+    with pytest.raises(ServiceError, match="HTTP 404, code model_not_found: The model `ft:nope` does not exist"):
         list(backend.chat_stream("ft:nope", [{"role": "user", "content": "hi"}]))
 
 
 def test_an_empty_key_is_refused_before_any_request(fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
     """An empty key is an auth error at once; the SDK's fallback to OPENAI_API_KEY is not used."""
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
-    with pytest.raises(FineTuneAuthError, match="no API key"):
-        OpenAIBackend("", fake_openai.base_url, strict=True)
+    with pytest.raises(ServiceAuthError, match="no API key"):
+        OpenAIClient("", fake_openai.base_url, strict=True)
     assert fake_openai.state.requests == []
 
 
 def test_a_reply_that_is_not_json_is_a_clear_error_and_a_create_is_reconciled(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
     """Bad JSON on a read: a typed error naming the endpoint, no traceback. On a create (the job
     may exist): listed and adopted, so still one job."""
-    backend = OpenAIBackend(API_KEY, fake_openai.base_url, timeout=1.0, strict=True)
+    backend = OpenAIClient(API_KEY, fake_openai.base_url, timeout=1.0, strict=True)
     fake_openai.add_fault("GET", "/v1/fine_tuning/jobs", "bad_json", times=5)
-    with pytest.raises(FineTuneUnavailable, match="is not valid JSON"):
+    with pytest.raises(ServiceUnavailable, match="is not valid JSON"):
         backend.list_jobs({"pipeline": "x"})
     fake_openai.state.faults.clear()
     path = tmp_path / "train.jsonl"

@@ -117,7 +117,7 @@ def test_network_faults_end_with_one_file_and_one_job(
     ("point", "kind"),
     [
         ("imessage_finetune.backends.openai.upload:atomic_write:1", "sigkill"),  # uploaded, receipt not written
-        ("imessage_finetune.stages.model:record_job:1", "sigkill"),  # job created, id not recorded
+        ("imessage_finetune.backends.openai.jobs:record_job:1", "sigkill"),  # job created, id not recorded
         ("imessage_finetune.backends.openai.service:JobEvent:2", "sigkill"),  # while following the job
         ("imessage_finetune.backends.openai.service:JobEvent:2", "sigint"),  # Ctrl-C while following
     ],
@@ -183,9 +183,9 @@ def test_an_outage_while_following_is_reported_and_outlived(
     run ends with the model id, one uploaded file and one job (virtual time: no real waits)."""
     from click.testing import CliRunner
 
-    from imessage_finetune.backends import base
+    from fake_openai import VirtualTime
+    from imessage_finetune.backends.openai import service as base
     from imessage_finetune.cli import cli
-    from test_openai_backend import VirtualTime
 
     clock = VirtualTime()
     monkeypatch.setattr(base, "time", clock)

@@ -4,12 +4,14 @@ Nothing is sent anywhere. PyTorch, transformers and peft come with the `local` e
 module here imports them lazily, so the rest of the package (and this module) work without
 them, and choosing this backend without them says what to install (`require`).
 
+- `backend`: the `Backend` (`backend_for` gives it for [finetune] backend = "local").
+- `training`: train.jsonl to a published adapter and model.json.
 - `base_model`: finding and loading the base model and its tokenizer, the demo model.
 - `tiny_model`: the tiny random model the package builds itself for demonstrations.
 - `examples`: conversations rendered with the model's own chat template, loss masks.
 - `checkpoints`: the resumable state of a run.
 - `trainer`: the training loop, its events, Ctrl-C.
-- `chat`: streaming replies from the trained adapter.
+- `chat`: the trained model (or its base) answering, streamed, and scoring conversations.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import importlib
 import os
 
-from imessage_finetune.errors import FineTuneError
+from imessage_finetune.errors import TrainingError
 
 REQUIRED = ("torch", "transformers", "peft", "safetensors")
 INSTALL_HINT = (
@@ -28,7 +30,7 @@ INSTALL_HINT = (
 )
 
 
-class LocalBackendUnavailable(FineTuneError):
+class LocalBackendUnavailable(TrainingError):
     """The packages the local backend needs are not installed."""
 
 
@@ -76,7 +78,7 @@ def resolve_device(setting: str) -> str:
     if setting == "auto":
         return next(name for name, ok in available.items() if ok)
     if not available[setting]:
-        raise FineTuneError(
+        raise TrainingError(
             f"[finetune.local] device = {setting!r} but this machine has no {setting.upper()} device "
             "PyTorch can use; set device = \"auto\" (or \"cpu\")"
         )

@@ -8,10 +8,10 @@ from typing import Any
 
 from imessage_finetune import artifacts
 from imessage_finetune.config import DEMO_BASE_MODEL
-from imessage_finetune.errors import FineTuneError
+from imessage_finetune.errors import TrainingError
 
 
-class BaseModelNotFound(FineTuneError):
+class BaseModelNotFound(TrainingError):
     """The base model is neither a folder here nor in (or downloadable to) the Hugging Face cache."""
 
 
@@ -98,21 +98,21 @@ def load(source: BaseModelSource, device: str, revision: str | None = None) -> t
     except (OSError, ValueError) as exc:
         raise _cannot_load(source, exc) from None
     if tokenizer.chat_template is None:
-        raise FineTuneError(
+        raise TrainingError(
             f"base model {source.name!r} has no chat template: choose an instruct (chat) model, "
             'such as "Qwen/Qwen2.5-0.5B-Instruct"'
         )
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token is None:
-            raise FineTuneError(f"base model {source.name!r} has a tokenizer with neither a padding nor an end token")
+            raise TrainingError(f"base model {source.name!r} has a tokenizer with neither a padding nor an end token")
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device), tokenizer, getattr(model.config, "_commit_hash", None)
 
 
-def _cannot_load(source: BaseModelSource, exc: Exception) -> FineTuneError:
+def _cannot_load(source: BaseModelSource, exc: Exception) -> TrainingError:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if source.is_folder or isinstance(exc, ValueError):
-        return FineTuneError(
+        return TrainingError(
             f"cannot load base model {source.name!r} ({reason}): it must be a causal language "
             "model with its tokenizer, as saved by transformers' save_pretrained, of an "
             "architecture this version of transformers supports"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imessage_finetune.config import LocalConfig
-from imessage_finetune.errors import FineTuneError
+from imessage_finetune.errors import TrainingError
 
 from imessage_finetune.backends.local.checkpoints import CheckpointStore
 from imessage_finetune.backends.local.examples import IGNORE, TokenizedExample
@@ -32,7 +32,7 @@ GROUP_BATCHES = 16  # batches whose examples are grouped by length (the order st
 LOSS_SAMPLE = 64  # training examples the before/after loss is measured on
 
 
-class TrainingInterrupted(FineTuneError):
+class TrainingInterrupted(TrainingError):
     """Ctrl-C stopped training after a step; a checkpoint was saved there."""
 
 
@@ -108,7 +108,7 @@ def train_adapter(
         model = get_peft_model(model, lora)
     except ValueError as exc:  # peft: no module matches target_modules
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
-        raise FineTuneError(
+        raise TrainingError(
             f"[finetune.local] target_modules {settings.target_modules!r} do not fit this model ({exc}); "
             f'use "all-linear" or some of its linear layers: {", ".join(linear)}'
         ) from None

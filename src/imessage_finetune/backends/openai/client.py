@@ -8,7 +8,7 @@ waits, lists what the service has, adopts what the lost request made, and only t
 a bounded number of times. Reads keep the SDK's own retries, except the reads of a job being
 followed (`retry=False`): `follow_job` paces those itself, for as long as the job may run.
 
-SDK errors become the `FineTune*` errors of `imessage_finetune.errors`, carrying the service's
+SDK errors become the `ServiceError` family of `imessage_finetune.errors`, carrying the service's
 status, code, param, message and request id; the API key is masked should a service echo it,
 and the SDK exception (whose request holds the key) is not chained.
 """
@@ -22,18 +22,19 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import openai
 from openai.types import FileObject
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 
+from imessage_finetune.backends.interface import Completion, GenerationSettings, Usage
 from imessage_finetune.backends.openai.service import Hyperparameter, Job, JobEvent, RemoteFile
 from imessage_finetune.errors import (
-    FineTuneAuthError,
-    FineTuneError,
-    FineTuneRefused,
-    FineTuneUnavailable,
+    ServiceAuthError,
+    ServiceError,
+    ServiceRefused,
+    ServiceUnavailable,
 )
 
 PURPOSE = "fine-tune"
@@ -49,8 +50,8 @@ _PAGE = 100
 _T = TypeVar("_T")
 
 
-class OpenAIBackend:
-    """A `FineTuneBackend` for OpenAI's files, fine-tuning and chat APIs.
+class OpenAIClient:
+    """A `FineTuneService` for OpenAI's files, fine-tuning and chat APIs.
 
     `base_url` None or "" means `OPENAI_BASE_URL` or OpenAI itself. `timeout` bounds each request
     attempt, `upload_timeout` each upload attempt; `max_retries` is the number of retries
@@ -69,7 +70,7 @@ class OpenAIBackend:
         strict: bool = False,
     ) -> None:
         if not api_key:
-            raise FineTuneAuthError("no API key: set OPENAI_API_KEY or configure a key file")
+            raise ServiceAuthError("no API key: set OPENAI_API_KEY or configure a key file")
         self._key = api_key
         self._timeout = timeout
         self._upload_timeout = upload_timeout
@@ -85,7 +86,7 @@ class OpenAIBackend:
         self.base_url = str(self._client.base_url)
 
     def __repr__(self) -> str:
-        return f"OpenAIBackend(base_url={self.base_url!r})"
+        return f"OpenAIClient(base_url={self.base_url!r})"
 
     # -- files -------------------------------------------------------------------------------
 
@@ -216,12 +217,14 @@ class OpenAIBackend:
 
     def chat_stream(self, model: str, messages: Sequence[Mapping[str, str]]) -> Iterator[str]:
         """Stream a chat completion from `model`, yielding the text pieces as they arrive."""
-        payload: Any = [dict(m) for m in messages]
-        with self._translated(f"chatting with {model}"):
-            with self._client.chat.completions.create(model=model, messages=payload, stream=True) as stream:
-                for chunk in stream:
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        yield chunk.choices[0].delta.content
+        return self.chat(model, messages, None)
+
+    def chat(
+        self, model: str, messages: Sequence[Mapping[str, Any]], settings: GenerationSettings | None
+    ) -> Completion:
+        """A streamed chat completion from `model` with `settings` (None: the service's own
+        defaults); `usage` is the service's count, once the stream has ended."""
+        return _RemoteCompletion(self, model, messages, settings)
 
     # -- retries and errors ------------------------------------------------------------------
 
@@ -282,7 +285,7 @@ class OpenAIBackend:
 
     def _error(
         self, exc: Exception, action: str, *, creating_job: bool = False, attempts: int | None = None
-    ) -> FineTuneError:
+    ) -> ServiceError:
         """The typed error for an SDK exception, with the key masked.
 
         `attempts` is how many were made (default: all the retries allowed); after a single
@@ -295,55 +298,115 @@ class OpenAIBackend:
             status, code = exc.status_code, exc.code
             detail = self._redact(_status_detail(exc))
             if status == 401:
-                return FineTuneAuthError(
+                return ServiceAuthError(
                     f"{action}: the service rejected the API key ({detail}); check OPENAI_API_KEY "
                     "or the key file",
                     status=status,
                     code=code,
                 )
             if creating_job and _is_refusal(exc):
-                return FineTuneRefused(detail, status=status, code=code)
+                return ServiceRefused(detail, status=status, code=code)
             if status == 403:
-                return FineTuneAuthError(
+                return ServiceAuthError(
                     f"{action}: permission denied ({detail}); the key's project or role lacks access",
                     status=status,
                     code=code,
                 )
             if code == "insufficient_quota":
-                return FineTuneError(f"{action}: quota exhausted ({detail}); check billing", status=status, code=code)
+                return ServiceError(f"{action}: quota exhausted ({detail}); check billing", status=status, code=code)
             if status in _RETRYABLE_STATUS or status >= 500:
-                return FineTuneUnavailable(
+                return ServiceUnavailable(
                     f"{action}: the service {'failed' if once else 'kept failing'} ({detail}){later}",
                     status=status,
                     code=code,
                     retry_after=_server_delay(exc.response.headers),
                 )
-            return FineTuneError(f"{action} failed ({detail})", status=status, code=code)
+            return ServiceError(f"{action} failed ({detail})", status=status, code=code)
         if isinstance(exc, openai.APITimeoutError):
-            return FineTuneUnavailable(
+            return ServiceUnavailable(
                 f"{action}: no reply from {self.base_url} within {self._timeout:g} s"
                 + ("" if once else f" in {tries}; try again later")
             )
         if isinstance(exc, openai.APIConnectionError):
-            return FineTuneUnavailable(
+            return ServiceUnavailable(
                 f"{action}: cannot reach {self.base_url}" + ("" if once else f" ({tries}); try again later")
             )
         if isinstance(exc, openai.APIResponseValidationError):
-            return FineTuneError(
+            return ServiceError(
                 f"{action}: the reply from {self.base_url} does not match the openai package's "
                 f"schema (HTTP {exc.status_code}); is it an OpenAI-compatible endpoint?",
                 status=exc.status_code,
             )
         if isinstance(exc, ValueError):
-            return FineTuneUnavailable(
+            return ServiceUnavailable(
                 f"{action}: the reply from {self.base_url} is not valid JSON"
                 + ("" if once else f" ({tries})")
                 + "; is [finetune] base_url an OpenAI-compatible endpoint?"
             )
-        return FineTuneError(f"{action}: {self._redact(str(exc))}")
+        return ServiceError(f"{action}: {self._redact(str(exc))}")
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "[API key]")
+
+
+class _RemoteCompletion(Completion):
+    """A streamed chat completion, read piece by piece; closing it closes the connection."""
+
+    def __init__(
+        self,
+        client: OpenAIClient,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        settings: GenerationSettings | None,
+    ) -> None:
+        self.usage = Usage()
+        self._client, self._model, self._messages, self._settings = client, model, messages, settings
+        self._pieces: Iterator[str] | None = None
+        self._stream: Any = None
+
+    def __next__(self) -> str:
+        if self._pieces is None:
+            self._pieces = self._read()
+        return next(self._pieces)
+
+    def close(self) -> None:
+        """Stop reading: the connection is closed and the service stops generating."""
+        if self._stream is not None:
+            self._stream.close()
+        if self._pieces is not None:
+            self._pieces.close()
+
+    def _read(self) -> Iterator[str]:
+        settings, payload = self._settings, [dict(m) for m in self._messages]
+        options: dict[str, Any] = {}
+        if settings is not None:
+            options = {
+                "max_completion_tokens": settings.max_tokens,
+                "temperature": settings.temperature,
+                "top_p": settings.top_p,
+                "seed": _given(settings.seed),
+                "stop": list(settings.stop) or openai.omit,
+            }
+        with self._client._translated(f"chatting with {self._model}"):
+            self._stream = self._client._client.chat.completions.create(
+                model=self._model,
+                messages=cast(Any, payload),
+                stream=True,
+                stream_options={"include_usage": True},
+                **options,
+            )
+            with self._stream as stream:
+                for chunk in stream:
+                    if chunk.usage is not None:
+                        self.usage.prompt_tokens = chunk.usage.prompt_tokens
+                        self.usage.completion_tokens = chunk.usage.completion_tokens
+                    if not chunk.choices:
+                        continue
+                    choice = chunk.choices[0]
+                    if choice.finish_reason is not None:
+                        self.usage.finish_reason = "length" if choice.finish_reason == "length" else "stop"
+                    if choice.delta.content:
+                        yield choice.delta.content
 
 
 def _given(value: _T | None) -> _T | openai.Omit:

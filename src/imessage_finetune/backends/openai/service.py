@@ -1,10 +1,11 @@
-"""What every fine-tuning backend offers, the values it returns, and the poll loop over it.
+"""What a fine-tuning service offers (`FineTuneService`), the values it returns, and the poll
+loop over a job.
 
-A backend talks to one service (OpenAI or any OpenAI-compatible endpoint; the local
-trainer in `backends.local` has no service and no jobs). It never pays twice: `find_or_upload` reuses an upload of the same content,
-`find_job` re-attaches to the job for the same dataset and parameters (found by metadata),
-and `create_job` reconciles an ambiguous create by listing before it retries. Statuses are open
-strings: anything outside `TERMINAL_STATUSES` (for example `pausing`) means "keep polling".
+A service is OpenAI or any OpenAI-compatible endpoint (`client.OpenAIClient`). It never pays
+twice: `find_or_upload` reuses an upload of the same content, `find_job` re-attaches to the
+job for the same dataset and parameters (found by metadata), and `create_job` reconciles an
+ambiguous create by listing before it retries. Statuses are open strings: anything outside
+`TERMINAL_STATUSES` (for example `pausing`) means "keep polling".
 
 Following a job outlives outages: reading a job is idempotent and a job runs for hours, so
 `follow_job` retries a failed read (timeout, dropped connection, 408/409/429, 5xx) until the
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from imessage_finetune.errors import FineTuneError, FineTuneJobFailed, FineTuneStillRunning, FineTuneUnavailable
+from imessage_finetune.errors import ServiceError, JobFailed, JobStillRunning, ServiceUnavailable
 
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -78,8 +79,9 @@ class JobEvent:
     total_steps: int | None = None
 
 
-class FineTuneBackend(Protocol):
-    """The operations the pipeline and the CLI need from a fine-tuning service."""
+class FineTuneService(Protocol):
+    """The operations the pipeline and the CLI need from a fine-tuning service (not to be
+    confused with `interface.Backend`, the place to fine-tune that uses one)."""
 
     def find_or_upload(self, path: Path, filename: str) -> tuple[RemoteFile, bool]:
         """Return the remote copy of `path` named `filename`, uploading only if there is none.
@@ -139,14 +141,14 @@ class ReadFailure:
     left before the deadline.
     """
 
-    error: FineTuneUnavailable
+    error: ServiceUnavailable
     failures: int
     delay: float
     remaining: float
 
 
 def follow_job(
-    backend: FineTuneBackend,
+    backend: FineTuneService,
     job_id: str,
     *,
     deadline: float,
@@ -162,11 +164,11 @@ def follow_job(
     `on_status` gets the job whenever its status changes, `on_event` every new event in order,
     `on_retry` every failed read before it is tried again, so the caller can show progress
     (step, loss) and outages without this module printing anything. A read that fails for a
-    reason that may pass (FineTuneUnavailable: timeout, dropped connection, 408/409/429, 5xx)
+    reason that may pass (ServiceUnavailable: timeout, dropped connection, 408/409/429, 5xx)
     is tried again after the delay the service asked for (Retry-After), else after a poll
     interval doubling up to RETRY_MAX_DELAY, until the deadline; any other error ends it.
-    Raises FineTuneJobFailed (the service's code and message verbatim) when it failed,
-    FineTuneError when it was cancelled, FineTuneStillRunning at the deadline. Leaving this
+    Raises JobFailed (the service's code and message verbatim) when it failed,
+    ServiceError when it was cancelled, JobStillRunning at the deadline. Leaving this
     loop never cancels the job. `sleep` and `clock` default to time.sleep and time.monotonic.
     """
     sleep = sleep or time.sleep
@@ -181,10 +183,10 @@ def follow_job(
         while True:
             try:
                 value = call()
-            except FineTuneUnavailable as error:
+            except ServiceUnavailable as error:
                 waited = clock() - start
                 if waited >= deadline:
-                    raise FineTuneStillRunning(job_id, last_status, waited, last_error=str(error)) from None
+                    raise JobStillRunning(job_id, last_status, waited, last_error=str(error)) from None
                 failures += 1
                 if error.retry_after is not None and error.retry_after > 0:
                     delay = error.retry_after
@@ -216,10 +218,10 @@ def follow_job(
             break
         waited = clock() - start
         if waited >= deadline:
-            raise FineTuneStillRunning(job_id, job.status, waited)
+            raise JobStillRunning(job_id, job.status, waited)
         sleep(min(poll_interval, deadline - waited))
     if job.status == "failed":
-        raise FineTuneJobFailed(job.id, job.error_code, job.error_message)
+        raise JobFailed(job.id, job.error_code, job.error_message)
     if job.status == "cancelled":
-        raise FineTuneError(f"fine-tuning job {job.id} was cancelled; run the stage again to start a new one")
+        raise ServiceError(f"fine-tuning job {job.id} was cancelled; run the stage again to start a new one")
     return job

@@ -1,9 +1,9 @@
-"""Stage `upload`: the training files sent to the fine-tuning service, and the receipt
-(`artifacts/upload.json`) that records what is there.
+"""Sending the training files to the fine-tuning service, and the receipt
+(`artifacts/upload.json`) that records what is there (the upload stage runs this).
 
-Nothing leaves the machine before the checks here: an API key exists, the training file
-passes the validator, and the estimated cost is within `max_cost`. Files are named by their
-content hash, so an earlier upload of the same content is found and reused, never sent (or
+Nothing leaves the machine before the checks here: an API key exists (`keys.connect`), the
+training file passes OpenAI's rules, and the estimated cost is within `max_cost`. Files are
+named by their content hash, so an earlier upload of the same content is found and reused, never sent (or
 paid for) twice; the receipt is written as soon as each file id is known.
 """
 
@@ -11,85 +11,26 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from imessage_finetune import artifacts
 from imessage_finetune.atomic import atomic_write
-from imessage_finetune.backends.openai.service import FineTuneBackend
-from imessage_finetune.config import Config, FinetuneConfig
-from imessage_finetune.tokens import token_limit
-from imessage_finetune.errors import FineTuneError
-from imessage_finetune.pipeline.fingerprint import file_digest
+from imessage_finetune.backends.interface import Disclosure
+from imessage_finetune.backends.openai.keys import OPENAI_URL, endpoint
+from imessage_finetune.backends.openai.service import FineTuneService
+from imessage_finetune.config import FinetuneConfig
+from imessage_finetune.digests import file_digest
+from imessage_finetune.errors import ServiceSetupError
 from imessage_finetune.jsonio import dump_json, load_json
-from imessage_finetune.schema_check import validate_document
 from imessage_finetune.openai_file import validate_file
+from imessage_finetune.schema_check import validate_document
+from imessage_finetune.tokens import token_limit
 
-KEY_ENV = "OPENAI_API_KEY"
-STRICT_ENV = "IMESSAGE_FINETUNE_STRICT_API"
-OPENAI_URL = "https://api.openai.com/v1"
 # OpenAI's announced calendar (notes/openai-finetuning.md §1).
 NO_NEW_JOBS = dt.date(2027, 1, 6)
 RETIREMENT = dt.date(2027, 1, 14)
 RETIRING_MODELS = ("gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18", "gpt-4.1-2025-04-14", "gpt-4.1-mini-2025-04-14")
-
-
-class FineTuneSetupError(FineTuneError):
-    """Fine-tuning cannot start: no key, a cost over the limit, or no confirmation."""
-
-
-@dataclass(frozen=True)
-class Disclosure:
-    """What will leave the machine, shown before anything is sent."""
-
-    endpoint: str
-    conversations: int
-    examples: int
-    validation_examples: int
-    tokens: int
-    estimated_cost_usd: float | None
-    files: tuple[str, ...]
-
-
-def api_key(finetune: FinetuneConfig, base_dir: Path) -> str:
-    """The API key from OPENAI_API_KEY, else from [finetune] api_key_file; never logged."""
-    key = os.environ.get(KEY_ENV, "").strip()
-    if not key and finetune.api_key_file:
-        path = (base_dir / Path(finetune.api_key_file).expanduser()).resolve()
-        try:
-            key = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise FineTuneSetupError(
-                f"cannot read [finetune] api_key_file {path}: {exc.strerror}; nothing was sent"
-            ) from None
-    if not key:
-        raise FineTuneSetupError(
-            f"no API key: set {KEY_ENV} (or point [finetune] api_key_file at a file holding "
-            "it); nothing was sent"
-        )
-    return key
-
-
-def make_backend(config: Config, *, strict: bool = False) -> FineTuneBackend:
-    """The configured backend, with its key."""
-    from imessage_finetune.backends.openai.client import OpenAIBackend
-
-    finetune = config.finetune
-    return OpenAIBackend(
-        api_key(finetune, config.base_dir),
-        finetune.base_url or None,
-        timeout=finetune.request_timeout,
-        # Checking every reply against the SDK's models catches a compatible endpoint that
-        # answers in another shape; the tests always run this way.
-        strict=strict or os.environ.get(STRICT_ENV) == "1",
-    )
-
-
-def endpoint(finetune: FinetuneConfig) -> str:
-    """Where the data goes."""
-    return finetune.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
 
 
 def calendar_notice(finetune: FinetuneConfig, today: dt.date) -> list[str]:
@@ -136,19 +77,19 @@ def check_before_sending(out_dir: Path, finetune: FinetuneConfig) -> Disclosure:
         result = validate_file(out_dir / name, model=finetune.model, token_limit=token_limit(finetune.model),
                                min_examples=10 if name == artifacts.TRAIN.filename else 1)
         if not result.ok:
-            raise FineTuneSetupError(
+            raise ServiceSetupError(
                 f"{name} does not pass OpenAI's rules ({len(result.errors)} errors, first: "
                 f"{result.errors[0]}); run `imessage-finetune validate {out_dir / name}`; nothing was sent"
             )
     cost = disclosure.estimated_cost_usd
     if finetune.max_cost and cost is None:
-        raise FineTuneSetupError(
+        raise ServiceSetupError(
             f"no price for {finetune.model} in [finetune.price_per_million_tokens], so the cost "
             "cannot be checked against max_cost; add its price, or set max_cost = 0 to accept "
             "any cost; nothing was sent"
         )
     if finetune.max_cost and cost is not None and cost > finetune.max_cost:
-        raise FineTuneSetupError(
+        raise ServiceSetupError(
             f"estimated cost ${cost:.2f} is above [finetune] max_cost ${finetune.max_cost:.2f}; "
             "raise max_cost, lower n_epochs, or train on fewer conversations; nothing was sent"
         )
@@ -161,7 +102,7 @@ def remote_name(kind: str, digest: str) -> str:
 
 
 def upload_files(
-    backend: FineTuneBackend, out_dir: Path, finetune: FinetuneConfig
+    backend: FineTuneService, out_dir: Path, finetune: FinetuneConfig
 ) -> tuple[dict[str, Any], list[str]]:
     """Find or upload the training (and validation) file; publish the receipt as ids arrive.
 
