@@ -82,6 +82,7 @@ class RequestRecord:
     query: dict[str, str]
     retry_count: int | None
     status: int | None = None
+    body: bytes = b""
 
 
 @dataclass
@@ -632,7 +633,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         retry = self.headers.get("x-stainless-retry-count")
         query = dict(parse_qsl(url.query, keep_blank_values=True))
-        record = RequestRecord(method, url.path, query, int(retry) if retry else None)
+        record = RequestRecord(method, url.path, query, int(retry) if retry else None, body=body)
         with fake.lock:
             fake.state.requests.append(record)
             fault = fake.take_fault(method, url.path)

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from imessage_finetune.config import CONFIG_ENV, SECTIONS, config_from_dict, find_config, load_config
+from imessage_finetune.config import (
+    CONFIG_ENV,
+    SECTIONS,
+    ConfigView,
+    DateRange,
+    RunOptions,
+    UndeclaredKey,
+    config_from_dict,
+    find_config,
+    load_config,
+)
 from imessage_finetune.errors import ConfigError
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -74,3 +84,29 @@ def test_missing_or_malformed_file_is_explained(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("[source\npath = 1")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         load_config(tmp_path / "bad.toml")
+
+
+def test_a_view_allows_only_declared_keys_and_what_derives_from_them() -> None:
+    """Tables declare their keys, properties read through the view, paths are always there."""
+    config = config_from_dict(
+        {"sessions": {"start_date": "2024-01-01", "timezone": "Europe/Paris"}, "finetune": {"local": {"base_model": "demo"}}},
+        base_dir=PROJECT,
+    )
+    view = ConfigView(config, ["finetune.local", "sessions.start_date", "sessions.end_date", "sessions.timezone"], "stage x")
+    assert view.finetune.local.is_demo and view.finetune.local.seed == 42
+    assert view.dates == config.dates == DateRange(start=1704063600.0, end=None)  # parsed once, midnight in Paris
+    assert view.artifacts_dir == config.artifacts_dir
+    for read in (lambda: view.finetune.model, lambda: view.source.path, lambda: view.uses_demo, lambda: view.get("dataset.ai_sender")):
+        with pytest.raises(UndeclaredKey, match="stage x read the config key"):
+            read()
+    with pytest.raises(UndeclaredKey, match="declares dataset.no_such_key, which the configuration does not have"):
+        ConfigView(config, ["dataset.no_such_key"], "stage y")
+
+
+def test_run_options_come_from_the_environment_in_one_place() -> None:
+    assert RunOptions.from_environ({}) == RunOptions()
+    options = RunOptions.from_environ(
+        {"IMESSAGE_FINETUNE_VERBOSITY": "0", "IMESSAGE_FINETUNE_YES": "1", "IMESSAGE_FINETUNE_RAISE_ERRORS": "1"}
+    )
+    assert (options.verbosity, options.assume_yes, options.raise_errors) == (0, True, True)
+    assert RunOptions.from_environ({"IMESSAGE_FINETUNE_VERBOSITY": "loud"}).verbosity == 1

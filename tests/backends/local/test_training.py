@@ -92,6 +92,28 @@ def test_train_goes_from_chat_db_to_an_adapter_that_reloads_and_chats(
     again = train(config)
     assert again["train"] == "up-to-date", again.stderr
 
+    # Through the Backend interface: the same losses from `score`, seeded replies with usage,
+    # and the export, whose merged weights score as the adapter does.
+    from imessage_finetune.backends import backend_for
+    from imessage_finetune.backends.interface import GenerationSettings
+    from imessage_finetune.config import load_config
+
+    backend = backend_for(load_config(config))
+    tuned, untuned = backend.load(model), backend.load(model, tuned=False)
+    conversations = [line["messages"] for line in lines]
+    assert tuned.score(conversations) == pytest.approx(model["train_loss"], abs=1e-3)
+    assert untuned.score(conversations) == pytest.approx(model["train_loss_start"], abs=1e-3)
+    assert (tuned.model_id, untuned.model_id, tuned.system_prompt) == (model["model_id"], str(tiny_model), "You are me.")
+    settings = GenerationSettings(max_tokens=6, temperature=0.9, seed=7)
+    reply = tuned.stream([{"role": "user", "content": "hi"}], settings)
+    text = "".join(reply)
+    assert reply.usage.prompt_tokens > 5 and 0 < reply.usage.completion_tokens <= 6
+    assert reply.usage.finish_reason == ("length" if reply.usage.completion_tokens == 6 else "stop")
+    assert "".join(tuned.stream([{"role": "user", "content": "hi"}], settings)) == text
+    exported = backend.export(model, tmp_path / "exported")
+    merged = backend.load({**model, "base_model": str(exported), "base_model_revision": None}, tuned=False)
+    assert merged.score(conversations) == pytest.approx(model["train_loss"], abs=1e-3)
+
     from imessage_finetune.backends.local.chat import LocalChat
 
     asked: list[Any] = []

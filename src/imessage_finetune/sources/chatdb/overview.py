@@ -10,9 +10,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imessage_finetune.sources.contacts import ContactBook
 from imessage_finetune.sources.chatdb.dates import apple_to_unix, unix_to_iso
-from imessage_finetune.sources.chatdb.reader import Chat, ChatDbReader, ReaderOptions
+from imessage_finetune.sources.chatdb.reader import Chat, ChatDbReader, Names, ReaderOptions
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class Diagnosis:
 
 
 def conversations(
-    conn: sqlite3.Connection, contacts: ContactBook, owner_name: str = "Me"
+    conn: sqlite3.Connection, contacts: Names, owner_name: str = "Me"
 ) -> list[Conversation]:
     """Every chat with kept messages, most messages first (ties by chat id)."""
     reader = ChatDbReader(conn, ReaderOptions(owner_name=owner_name), contacts)
@@ -54,7 +53,7 @@ def conversations(
     return sorted(found, key=lambda c: (-c.messages, c.chat.rowid))
 
 
-def diagnose(conn: sqlite3.Connection, path: Path, contacts: ContactBook) -> Diagnosis:
+def diagnose(conn: sqlite3.Connection, path: Path, contacts: Names) -> Diagnosis:
     """Totals, date range, and what the reader keeps and leaves out, by reason."""
     (rows, first, last) = conn.execute(
         "SELECT count(*), min(NULLIF(date, 0)), max(date) FROM message"

@@ -13,8 +13,8 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from imessage_finetune.sources.contacts import ContactBook
 from imessage_finetune.sources.chatdb.dates import apple_to_unix
 from imessage_finetune.sources.chatdb.message_kinds import Exclusion, classify
 from imessage_finetune.sources.chatdb.schema import (
@@ -22,6 +22,19 @@ from imessage_finetune.sources.chatdb.schema import (
     MESSAGE_COLUMNS,
     OPTIONAL_MESSAGE_COLUMNS,
 )
+
+
+class Names(Protocol):
+    """Names for handles (a `sources.contacts.ContactBook`)."""
+
+    def name_for(self, handle: str) -> str | None:
+        """The name of a handle, or None when unknown."""
+        ...
+
+
+class _NoNames:
+    def name_for(self, handle: str) -> str | None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -122,11 +135,11 @@ class ChatDbReader:
         self,
         conn: sqlite3.Connection,
         options: ReaderOptions | None = None,
-        contacts: ContactBook | None = None,
+        contacts: Names | None = None,
     ) -> None:
         self.conn = conn
         self.options = options or ReaderOptions()
-        self.contacts = contacts or ContactBook.from_contacts([])
+        self.contacts: Names = contacts or _NoNames()
         self.stats = ReadStats()
         self._names: dict[str, str] = {}
 
