@@ -110,6 +110,12 @@ def test_train_goes_from_chat_db_to_an_adapter_that_reloads_and_chats(
     assert reply.usage.prompt_tokens > 5 and 0 < reply.usage.completion_tokens <= 6
     assert reply.usage.finish_reason == ("length" if reply.usage.completion_tokens == 6 else "stop")
     assert "".join(tuned.stream([{"role": "user", "content": "hi"}], settings)) == text
+    begun = tuned.stream([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "well"}], settings)
+    "".join(begun)  # a reply begun is continued: its prompt ends inside the assistant's turn
+    prompt = tuned.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "well"}], continue_final_message=True
+    )
+    assert begun.usage.prompt_tokens == len(prompt)
     exported = backend.export(model, tmp_path / "exported")
     merged = backend.load({**model, "base_model": str(exported), "base_model_revision": None}, tuned=False)
     assert merged.score(conversations) == pytest.approx(model["train_loss"], abs=1e-3)

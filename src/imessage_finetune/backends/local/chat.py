@@ -59,7 +59,8 @@ class LocalChat:
     def stream(self, messages: Messages, settings: GenerationSettings | None = None) -> Completion:
         """The reply to `messages` (OpenAI chat form), piece by piece as it is generated;
         `usage` is filled once it is exhausted. Sampling is seeded by `settings.seed`, so
-        the same prompt and settings give the same reply."""
+        the same prompt and settings give the same reply. A final assistant message is a
+        reply begun, which is continued (only the continuation is yielded)."""
         return _Generation(self, messages, settings or self.default_settings())
 
     def score(self, conversations: Iterable[Messages]) -> float | None:
@@ -106,8 +107,15 @@ class _Generation(Completion):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
                 return torch.full((input_ids.shape[0],), stopped.is_set(), dtype=torch.bool, device=input_ids.device)
 
+        messages = [dict(m) for m in self._messages]
+        # A final assistant message is a reply begun: the model continues it.
+        begun = bool(messages) and messages[-1].get("role") == "assistant"
         encoded = chat.tokenizer.apply_chat_template(
-            [dict(m) for m in self._messages], add_generation_prompt=True, return_tensors="pt", return_dict=True
+            messages,
+            add_generation_prompt=not begun,
+            continue_final_message=begun,
+            return_tensors="pt",
+            return_dict=True,
         ).to(chat.device)
         prompt_tokens = int(encoded["input_ids"].shape[1])
         streamer = TextIteratorStreamer(chat.tokenizer, skip_prompt=True, skip_special_tokens=True)
