@@ -113,8 +113,10 @@ def test_train_goes_from_chat_db_to_an_adapter_that_reloads_and_chats(
     begun = tuned.stream([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "well"}], settings)
     "".join(begun)  # a reply begun is continued: its prompt ends inside the assistant's turn
     prompt = tuned.tokenizer.apply_chat_template(
-        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "well"}], continue_final_message=True
-    )
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "well"}],
+        continue_final_message=True,
+        return_dict=True,
+    )["input_ids"]
     assert begun.usage.prompt_tokens == len(prompt)
     exported = backend.export(model, tmp_path / "exported")
     merged = backend.load({**model, "base_model": str(exported), "base_model_revision": None}, tuned=False)
