@@ -303,7 +303,7 @@ def _backend(ctx: click.Context) -> tuple[Any, Config]:
     if not backend.sends_data:
         raise click.UsageError(
             f"the {backend.name} backend has no jobs: it trains during `imessage-finetune run train` "
-            "on this machine (see artifacts/model.json); jobs are for [finetune] backend = \"openai\""
+            'on this machine (see artifacts/model.json); jobs are for [finetune] backend = "openai"'
         )
     return getattr(backend, "service")(), config
 
@@ -459,9 +459,7 @@ def _trained_model(config: Config) -> dict[str, Any] | None:
         document = load_json(path.read_bytes())
         validate_document(artifacts.MODEL, document)
     except (ValueError, SchemaValidationError):
-        raise click.ClickException(
-            f"{path} is damaged: run `imessage-finetune run train` to rebuild it"
-        ) from None
+        raise click.ClickException(f"{path} is damaged: run `imessage-finetune run train` to rebuild it") from None
     return document
 
 
@@ -492,9 +490,7 @@ def forget_command(ctx: click.Context, yes: bool) -> None:
     # The stages that wrote them are forgotten too, so the next run builds them again.
     names = {a.name for a in forgettable}
     writers = [
-        stage.name
-        for stage in active_stages(config)
-        if names & {a.name for a in stage.outputs(stage.view(config))}
+        stage.name for stage in active_stages(config) if names & {a.name for a in stage.outputs(stage.view(config))}
     ]
     run_doit(config, ["forget", *writers], _options(ctx))
     click.echo(f"forgot {', '.join(p.name for p in present)}", err=True)

@@ -238,8 +238,7 @@ def config_from_dict(raw: dict[str, Any], *, base_dir: Path, file: Path | None =
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown section [{unknown[0]}]; known sections: "
-            + ", ".join(f"[{s}]" for s in SECTIONS)
+            f"{where}: unknown section [{unknown[0]}]; known sections: " + ", ".join(f"[{s}]" for s in SECTIONS)
         )
     sections = {}
     for name, cls in SECTIONS.items():
@@ -257,8 +256,7 @@ def _build_section(cls: type, section: str, values: dict[str, Any], where: str) 
     for key in values:
         if key not in known:
             raise ConfigError(
-                f"{where}: unknown key {section}.{key}; known keys in [{section}]: "
-                + ", ".join(sorted(known))
+                f"{where}: unknown key {section}.{key}; known keys in [{section}]: " + ", ".join(sorted(known))
             )
     nested = {
         key: _build_section(hints[key], f"{section}.{key}", value, where)
@@ -267,9 +265,7 @@ def _build_section(cls: type, section: str, values: dict[str, Any], where: str) 
     }
     for key, value in values.items():
         if key not in nested and not _matches(value, hints[key]):
-            raise ConfigError(
-                f"{where}: {section}.{key} must be {_describe(hints[key])}, got {value!r}"
-            )
+            raise ConfigError(f"{where}: {section}.{key} must be {_describe(hints[key])}, got {value!r}")
     coerced = {
         k: float(v) if hints[k] is float else dict(sorted(v.items())) if isinstance(v, dict) else v
         for k, v in values.items()
@@ -287,9 +283,7 @@ def _matches(value: Any, hint: Any) -> bool:
         return isinstance(value, list) and all(_matches(v, item) for v in value)
     if origin is dict:
         key, item = get_args(hint)
-        return isinstance(value, dict) and all(
-            _matches(k, key) and _matches(v, item) for k, v in value.items()
-        )
+        return isinstance(value, dict) and all(_matches(k, key) and _matches(v, item) for k, v in value.items())
     if origin in (UnionType, Union):
         return any(_matches(value, h) for h in get_args(hint))
     if hint is float:
@@ -311,9 +305,7 @@ def _describe(hint: Any) -> str:
         return "a table of " + _describe(get_args(hint)[1]).removeprefix("a ") + "s"
     if get_args(hint):
         return " or ".join(_describe(h) for h in get_args(hint))
-    return {str: "a string", bool: "true or false", float: "a number", int: "an integer"}.get(
-        hint, hint.__name__
-    )
+    return {str: "a string", bool: "true or false", float: "a number", int: "an integer"}.get(hint, hint.__name__)
 
 
 def _check_semantics(config: Config, where: str) -> DateRange:
@@ -362,7 +354,15 @@ def _check_semantics(config: Config, where: str) -> DateRange:
             "request_timeout more than 0"
         )
     local = finetune.local
-    for key in ("lora_rank", "lora_alpha", "epochs", "batch_size", "max_seq_length", "checkpoint_steps", "max_new_tokens"):
+    for key in (
+        "lora_rank",
+        "lora_alpha",
+        "epochs",
+        "batch_size",
+        "max_seq_length",
+        "checkpoint_steps",
+        "max_new_tokens",
+    ):
         if getattr(local, key) <= 0:
             raise ConfigError(f"{where}: finetune.local.{key} must be more than 0, got {getattr(local, key)}")
     if not 0 <= local.lora_dropout < 1 or local.learning_rate <= 0 or local.temperature < 0:
@@ -405,8 +405,7 @@ def parse_date(value: str, zone: dt.tzinfo, key: str, where: str = "config") -> 
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
         raise ConfigError(
-            f"{where}: {key} must be a date like 2024-01-31 or 2024-01-31T18:00:00+01:00, "
-            f"got {value!r}"
+            f"{where}: {key} must be a date like 2024-01-31 or 2024-01-31T18:00:00+01:00, got {value!r}"
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=zone)

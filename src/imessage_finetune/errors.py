@@ -137,8 +137,7 @@ class JobFailed(ServiceError):
     def __init__(self, job_id: str, code: str | None, message: str | None) -> None:
         self.job_id, self.message = job_id, message
         super().__init__(
-            f"fine-tuning job {job_id} failed: {code or 'no error code'}: "
-            f"{message or 'the service gave no message'}",
+            f"fine-tuning job {job_id} failed: {code or 'no error code'}: {message or 'the service gave no message'}",
             code=code,
         )
 

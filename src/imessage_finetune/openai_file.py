@@ -205,9 +205,7 @@ class _Checker:
         self.schema = _line_schema()
         self.fast_schema = jsonschema_rs.validator_for(self.schema.schema)
 
-    def add(
-        self, line: int, field: str, code: str, message: str, severity: Severity = "error"
-    ) -> None:
+    def add(self, line: int, field: str, code: str, message: str, severity: Severity = "error") -> None:
         self.problems.append(Problem(line, field, code, message, severity, self.path))
         self.error_count += severity == "error"
 
@@ -321,8 +319,7 @@ class _Checker:
                 number,
                 "messages",
                 "over_token_limit",
-                f"{tokens} {kind}, over the limit of {self.token_limit}; "
-                "OpenAI truncates the example from the end",
+                f"{tokens} {kind}, over the limit of {self.token_limit}; OpenAI truncates the example from the end",
                 "warning",
             )
         return tokens

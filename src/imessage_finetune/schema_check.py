@@ -52,8 +52,10 @@ def explain(
     if error is None:
         return None
     # Keys of free-form maps (handles, for one) are personal data: shown as "*".
-    pointer = "#" + at + "".join(
-        f"/{p}" if isinstance(p, int) or _SAFE_KEY.fullmatch(p) else "/*" for p in error.absolute_path
+    pointer = (
+        "#"
+        + at
+        + "".join(f"/{p}" if isinstance(p, int) or _SAFE_KEY.fullmatch(p) else "/*" for p in error.absolute_path)
     )
     rule = f"{error.validator}: {error.validator_value!r}"
     if error.validator in ("properties", "$defs", "items", "prefixItems"):
@@ -61,9 +63,7 @@ def explain(
     return SchemaValidationError(artifact.filename, pointer, f"breaks the schema rule {rule}")
 
 
-def validate_document(
-    artifact: Artifact, document: Any, definition: str | None = None, at: str = ""
-) -> None:
+def validate_document(artifact: Artifact, document: Any, definition: str | None = None, at: str = "") -> None:
     """Raise SchemaValidationError unless `document` matches the artifact's schema.
 
     With `definition`, check against `#/$defs/<definition>` of the same schema file; `at`

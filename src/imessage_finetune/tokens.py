@@ -78,9 +78,7 @@ class TokenCounter:
 
     def __post_init__(self) -> None:
         # An "exact" label must mean verified data is loaded; anything else would mislead reports.
-        if self.exact != (self.encoding != ESTIMATE) or (
-            self.exact and _encoder(self.encoding) is None
-        ):
+        if self.exact != (self.encoding != ESTIMATE) or (self.exact and _encoder(self.encoding) is None):
             raise ValueError(
                 f"no verified offline tokenizer data for {self.encoding!r}: "
                 "use counter_for(model) to get an exact counter or a labelled estimate"

@@ -92,11 +92,7 @@ def _text(message: BaseMessage, index: int) -> str:
 def _continues_run(first: BaseMessage, message: BaseMessage) -> bool:
     """Whether `message` belongs to the run that `first` opened (same rule as LangChain's)."""
     sender = first.additional_kwargs.get("sender")
-    return (
-        isinstance(message, type(first))
-        and sender is not None
-        and message.additional_kwargs.get("sender") == sender
-    )
+    return isinstance(message, type(first)) and sender is not None and message.additional_kwargs.get("sender") == sender
 
 
 def _merge_run(run: list[BaseMessage], texts: list[str], delimiter: str) -> BaseMessage:
@@ -116,9 +112,7 @@ def _merge_run(run: list[BaseMessage], texts: list[str], delimiter: str) -> Base
         if key in last:
             kwargs[f"last_{key}"] = last[key]
     if any("events" in m.additional_kwargs for m in run):
-        kwargs["events"] = [
-            event for m in run for event in (m.additional_kwargs.get("events") or [])
-        ]
+        kwargs["events"] = [event for m in run for event in (m.additional_kwargs.get("events") or [])]
     return first.model_copy(update={"content": content, "additional_kwargs": kwargs})
 
 
@@ -274,9 +268,7 @@ def _openai_message(message: BaseMessage) -> dict[str, Any]:
     elif isinstance(message, ToolMessage):
         result = {"role": "tool", "content": message.content, "tool_call_id": message.tool_call_id}
     else:
-        raise ChatSessionError(
-            f"cannot convert a {type(message).__name__} to an OpenAI chat message"
-        )
+        raise ChatSessionError(f"cannot convert a {type(message).__name__} to an OpenAI chat message")
     name = message.additional_kwargs.get("name", message.name)
     if name is not None:
         result["name"] = name
@@ -457,9 +449,7 @@ _KIND_OF_GROUP = {
 }
 
 
-def redact(
-    text: str, *, phones: bool, emails: bool, codes: bool, urls: bool
-) -> tuple[str, Counter[str]]:
+def redact(text: str, *, phones: bool, emails: bool, codes: bool, urls: bool) -> tuple[str, Counter[str]]:
     """Replace phone numbers, e-mail addresses, one-time codes and URLs by placeholders.
 
     Replacements are `PLACEHOLDERS` (`[phone]`, `[email]`, `[code]`, `[url]`). One scan finds

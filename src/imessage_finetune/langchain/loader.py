@@ -56,10 +56,7 @@ class IMessageChatLoader(BaseChatLoader):
             reader = ChatDbReader(conn, self.options, book)
             for _chat, messages in reader.conversations():
                 yield ChatSession(
-                    messages=[
-                        HumanMessage(content=m.text, additional_kwargs=message_kwargs(m))
-                        for m in messages
-                    ]
+                    messages=[HumanMessage(content=m.text, additional_kwargs=message_kwargs(m)) for m in messages]
                 )
 
 

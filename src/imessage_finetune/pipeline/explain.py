@@ -210,10 +210,14 @@ class ExplainingReporter(ConsoleReporter):  # type: ignore[misc]
         elapsed = time.monotonic() - self.started
         failed = len(self.failures) + len(self.runtime_errors)
         if failed:
-            self.write(f"failed: {failed} stage(s) failed; {len(self.ran) - failed} ran, "
-                       f"{len(self.skipped)} up to date ({elapsed:.1f} s)\n")
+            self.write(
+                f"failed: {failed} stage(s) failed; {len(self.ran) - failed} ran, "
+                f"{len(self.skipped)} up to date ({elapsed:.1f} s)\n"
+            )
         elif self.ran:
-            self.write(f"done: {len(self.ran)} stage(s) rebuilt ({', '.join(self.ran)}), "
-                       f"{len(self.skipped)} up to date ({elapsed:.1f} s)\n")
+            self.write(
+                f"done: {len(self.ran)} stage(s) rebuilt ({', '.join(self.ran)}), "
+                f"{len(self.skipped)} up to date ({elapsed:.1f} s)\n"
+            )
         else:
             self.write(f"done: everything is up to date ({elapsed:.1f} s)\n")

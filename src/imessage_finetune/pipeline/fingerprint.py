@@ -27,9 +27,7 @@ KEY_DEPENDENCIES = ("doit", "jsonschema", "jsonschema-rs", "orjson", "langchain-
 
 
 # `from .x import y`, `from ..x import y`, and `from imessage_finetune.x import y`.
-_PACKAGE_IMPORT = re.compile(
-    r"^\s*from\s+(\.+|imessage_finetune\.?)([\w.]*)\s+import\s+(\([^)]*\)|[^\n]+)", re.M
-)
+_PACKAGE_IMPORT = re.compile(r"^\s*from\s+(\.+|imessage_finetune\.?)([\w.]*)\s+import\s+(\([^)]*\)|[^\n]+)", re.M)
 
 
 @functools.cache
@@ -47,7 +45,9 @@ def _imported(name: str) -> tuple[str, ...]:
         if module:
             base = base.joinpath(*module.split("."))
         candidates = [base.with_suffix(".py"), base / "__init__.py"]
-        candidates += [base / f"{n.split()[0]}.py" for n in names.strip("()").replace("\n", " ").split(",") if n.strip()]
+        candidates += [
+            base / f"{n.split()[0]}.py" for n in names.strip("()").replace("\n", " ").split(",") if n.strip()
+        ]
         found += [str(c.relative_to(PACKAGE_DIR)) for c in candidates if c.is_file()]
     return tuple(found)
 

@@ -99,8 +99,7 @@ def read_contacts(sources: Iterable[Path], busy_timeout: float = 10.0) -> Contac
     """A contact book from Contacts databases, each opened read-only like chat.db."""
     with ExitStack() as stack:
         connections = [
-            stack.enter_context(open_readonly(path, busy_timeout=busy_timeout, kind=ADDRESSBOOK))
-            for path in sources
+            stack.enter_context(open_readonly(path, busy_timeout=busy_timeout, kind=ADDRESSBOOK)) for path in sources
         ]
         return ContactBook.from_connections(connections)
 
@@ -223,10 +222,7 @@ def _read_contacts(conn: sqlite3.Connection) -> list[Contact]:
     where = _describe(conn)
     advice = f"pass the {ADDRESSBOOK_FILENAME} files under ~/Library/Application Support/AddressBook"
     try:
-        tables = {
-            str(row[0]).upper()
-            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        }
+        tables = {str(row[0]).upper() for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         record_columns = _columns(conn, RECORD_TABLE) if RECORD_TABLE in tables else set()
         if "Z_PK" not in record_columns:
             raise ContactsError(
@@ -273,10 +269,7 @@ def _owned_values(
     if "ZOWNER" not in columns or value_column is None:
         return {}
     owned: dict[object, list[str]] = {}
-    sql = (
-        f"SELECT ZOWNER, {value_column} FROM {table} "
-        f"WHERE ZOWNER IS NOT NULL AND {value_column} IS NOT NULL"
-    )
+    sql = f"SELECT ZOWNER, {value_column} FROM {table} WHERE ZOWNER IS NOT NULL AND {value_column} IS NOT NULL"
     for owner, value in conn.execute(sql):
         owned.setdefault(owner, []).append(_text(value))
     return owned

@@ -210,7 +210,11 @@ def run(ctx: StageContext) -> None:
 
     config = ctx.config
     summary = write_dataset(
-        ctx.path(artifacts.MERGED), ctx.artifacts_dir, config.dataset, config.finetune, counter_for(config.finetune.model)
+        ctx.path(artifacts.MERGED),
+        ctx.artifacts_dir,
+        config.dataset,
+        config.finetune,
+        counter_for(config.finetune.model),
     )
     backend = backend_for(config)
     first, *rest = report_lines(summary.report, kept_by=None if backend.sends_data else backend.name)
@@ -228,9 +232,7 @@ def report_lines(report: dict[str, Any], *, kept_by: str | None = None) -> list[
     tokenizer = report["tokenizer"]
     label = tokenizer["encoding"] if tokenizer["exact"] else "ESTIMATE (tokenizer unavailable)"
     dropped = report["dropped"]
-    left_out = ", ".join(
-        f"{k} {v}" for part in ("sessions", "chats", "merged") for k, v in dropped[part].items()
-    )
+    left_out = ", ".join(f"{k} {v}" for part in ("sessions", "chats", "merged") for k, v in dropped[part].items())
     return [
         f"dataset: {report['examples']['train']} training examples"
         + (f" + {report['examples']['validation']} validation" if report["examples"]["validation"] else "")
@@ -238,7 +240,8 @@ def report_lines(report: dict[str, Any], *, kept_by: str | None = None) -> list[
         f"  tokens per example: min {tokens['min']}, median {tokens['median']}, p95 {tokens['p95']}, "
         f"max {tokens['max']}; over the {report['token_limit']} limit: {report['examples_over_limit']}",
         f"  {report['model']}, {report['n_epochs']} epochs: {report['billed_tokens']} billed tokens, "
-        f"estimated cost {price}" + ("" if kept_by is None else f" if sent to OpenAI (the {kept_by} backend sends nothing)"),
+        f"estimated cost {price}"
+        + ("" if kept_by is None else f" if sent to OpenAI (the {kept_by} backend sends nothing)"),
         f"  left out: {left_out or 'nothing'}",
     ]
 

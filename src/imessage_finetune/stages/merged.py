@@ -88,9 +88,7 @@ def ai_matcher(ai_sender: str) -> Callable[[dict[str, Any]], bool]:
     if ai_sender.casefold() == OWNER:
         return lambda kwargs: bool(kwargs["is_from_me"])
     wanted = ai_sender.casefold()
-    return lambda kwargs: (
-        kwargs["sender"].casefold() == wanted or (kwargs["handle"] or "").casefold() == wanted
-    )
+    return lambda kwargs: kwargs["sender"].casefold() == wanted or (kwargs["handle"] or "").casefold() == wanted
 
 
 def _merge_runs(messages: list[Turn], separator: str) -> list[Turn]:
@@ -141,9 +139,7 @@ def shape_session(
             f"dataset.max_tokens ({options.max_tokens}) leaves no room after the system prompt "
             f"({system_tokens} tokens); raise it or shorten dataset.system_prompt"
         )
-    redacting = any(
-        (options.redact_phones, options.redact_emails, options.redact_codes, options.redact_urls)
-    )
+    redacting = any((options.redact_phones, options.redact_emails, options.redact_codes, options.redact_urls))
     # Split before merging, so the idle gap is measured between messages, not merged turns.
     messages = [
         Turn(m["data"]["content"], is_ai(m["data"]["additional_kwargs"]), m["data"]["additional_kwargs"])
@@ -175,7 +171,11 @@ def shape_session(
                 line["name"] = turn.name
             turn.tokens = counter.count_example([line]) - priming
         windows = window(
-            turns, budget, options.overlap_messages, lambda t: t.tokens, is_reply=lambda t: t.is_ai  # type: ignore[arg-type]
+            turns,
+            budget,
+            options.overlap_messages,
+            lambda t: t.tokens,
+            is_reply=lambda t: t.is_ai,  # type: ignore[arg-type]
         )
         oversized = sum(1 for t in turns if t.is_ai and t.tokens > budget)
         if oversized:
@@ -216,9 +216,7 @@ def turn_dict(turn: Turn) -> dict[str, Any]:
     return {"type": kind, "data": data}
 
 
-def write_merged(
-    sessions_path: Path, target: Path, options: DatasetConfig, counter: TokenCounter
-) -> MergedStats:
+def write_merged(sessions_path: Path, target: Path, options: DatasetConfig, counter: TokenCounter) -> MergedStats:
     """Shape sessions.json into merged.json, one chat at a time; validated per example and
     published atomically. An ai_sender that matches nobody is an error listing the senders."""
     header, sessions = read_stream(sessions_path, "sessions")

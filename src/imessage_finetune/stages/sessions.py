@@ -141,7 +141,6 @@ def write_sessions(
     return reader.stats
 
 
-
 def run(ctx: StageContext) -> None:
     """Read the snapshot into sessions.json."""
     target = ctx.path(artifacts.SESSIONS)

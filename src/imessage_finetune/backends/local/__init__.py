@@ -45,7 +45,7 @@ def require() -> None:
     if missing:
         raise LocalBackendUnavailable(
             f"the local backend needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
-            f"not installed: {INSTALL_HINT}; or set [finetune] backend = \"openai\""
+            f'not installed: {INSTALL_HINT}; or set [finetune] backend = "openai"'
         )
 
 
@@ -80,6 +80,6 @@ def resolve_device(setting: str) -> str:
     if not available[setting]:
         raise TrainingError(
             f"[finetune.local] device = {setting!r} but this machine has no {setting.upper()} device "
-            "PyTorch can use; set device = \"auto\" (or \"cpu\")"
+            'PyTorch can use; set device = "auto" (or "cpu")'
         )
     return setting

@@ -100,7 +100,9 @@ class LocalBackend:
     def load(self, model: Mapping[str, Any], *, tuned: bool = True) -> LocalChat:
         """The base model with the adapter model.json describes (`tuned`), or the base model
         alone, at the commit the adapter was trained on."""
-        return LocalChat(model, self.config.artifacts_dir, self.config.base_dir, self.config.finetune.local, tuned=tuned)
+        return LocalChat(
+            model, self.config.artifacts_dir, self.config.base_dir, self.config.finetune.local, tuned=tuned
+        )
 
     def export(self, model: Mapping[str, Any], folder: Path) -> Path:
         """The adapter merged into the base weights, with the tokenizer, as a Hugging Face

@@ -164,4 +164,3 @@ def _end_tokens(tokenizer: Any, model: Any) -> set[int]:
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids |= set(configured) if isinstance(configured, list) else {configured}
     return {i for i in ids if i is not None}
-

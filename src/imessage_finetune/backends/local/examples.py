@@ -140,7 +140,7 @@ class ExampleBuilder:
     def _split(self, turns: list[Turn]) -> list[TokenizedExample]:
         """Pieces that each end on a reply and fit, greedily longest first."""
         system = turns[:1] if turns[0].role == "system" else []
-        body = turns[len(system):]
+        body = turns[len(system) :]
         reply_ends = [i + 1 for i, t in enumerate(body) if t.role == "assistant"]
         pieces: list[TokenizedExample] = []
         start = 0

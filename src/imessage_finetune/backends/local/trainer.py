@@ -156,7 +156,10 @@ def train_adapter(
         for step in range(start, total):
             epoch, index = divmod(step, per_epoch)
             if batches[0] != epoch:
-                batches = (epoch, epoch_batches([len(e.input_ids) for e in train], settings.batch_size, settings.seed, epoch))
+                batches = (
+                    epoch,
+                    epoch_batches([len(e.input_ids) for e in train], settings.batch_size, settings.seed, epoch),
+                )
             batch = [train[i] for i in batches[1][index]]
             loss = _batch_loss(model, batch, pad_token_id, device)
             loss.backward()
@@ -190,7 +193,9 @@ def loss_sample(train: Sequence[TokenizedExample]) -> list[TokenizedExample]:
     return list(train[:: max(1, len(train) // LOSS_SAMPLE)][:LOSS_SAMPLE])
 
 
-def mean_loss(model: Any, examples: Sequence[TokenizedExample], batch_size: int, pad_token_id: int, device: str) -> float:
+def mean_loss(
+    model: Any, examples: Sequence[TokenizedExample], batch_size: int, pad_token_id: int, device: str
+) -> float:
     """The loss per trained token over `examples`, without dropout or gradients."""
     import torch
 
@@ -206,7 +211,9 @@ def mean_loss(model: Any, examples: Sequence[TokenizedExample], batch_size: int,
     return total / max(tokens, 1)
 
 
-def _batch_loss(model: Any, batch: Sequence[TokenizedExample], pad_token_id: int, device: str, reduction: str = "mean") -> Any:
+def _batch_loss(
+    model: Any, batch: Sequence[TokenizedExample], pad_token_id: int, device: str, reduction: str = "mean"
+) -> Any:
     """Cross-entropy of each next token, over the trained tokens only."""
     import torch
 

@@ -134,7 +134,9 @@ def train_local(
         "adapter_path": artifacts.ADAPTER.filename,
         "adapter_sha256": adapter,
         "device": device,
-        "hyperparameters": {k: v for k, v in local_training_params(config).items() if k not in ("base_model", "seed", "device")},
+        "hyperparameters": {
+            k: v for k, v in local_training_params(config).items() if k not in ("base_model", "seed", "device")
+        },
         "seed": settings.seed,
         "system_prompt": config.dataset.system_prompt,
         "training_file": {"name": artifacts.TRAIN.filename, "sha256": digests["train"]},

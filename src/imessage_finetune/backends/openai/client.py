@@ -187,9 +187,7 @@ class OpenAIClient:
     def get_job(self, job_id: str, *, retry: bool = True) -> Job:
         """The job's current state; `retry=False` makes one attempt (the caller paces retries)."""
         client = self._client if retry else self._once
-        return self._call(
-            f"reading job {job_id}", lambda: _job(client.fine_tuning.jobs.retrieve(job_id)), retry=retry
-        )
+        return self._call(f"reading job {job_id}", lambda: _job(client.fine_tuning.jobs.retrieve(job_id)), retry=retry)
 
     def events(self, job_id: str, after: str | None, *, retry: bool = True) -> list[JobEvent]:
         """The job's events newer than the event `after` (all if None), oldest first.
@@ -299,8 +297,7 @@ class OpenAIClient:
             detail = self._redact(_status_detail(exc))
             if status == 401:
                 return ServiceAuthError(
-                    f"{action}: the service rejected the API key ({detail}); check OPENAI_API_KEY "
-                    "or the key file",
+                    f"{action}: the service rejected the API key ({detail}); check OPENAI_API_KEY or the key file",
                     status=status,
                     code=code,
                 )

@@ -124,9 +124,7 @@ def train(
         "suffix": finetune.suffix,
         "trained_tokens": job.trained_tokens,
         "cost_usd": (
-            round(job.trained_tokens / 1e6 * price, 2)
-            if price is not None and job.trained_tokens is not None
-            else None
+            round(job.trained_tokens / 1e6 * price, 2) if price is not None and job.trained_tokens is not None else None
         ),
     }
     validate_document(artifacts.MODEL, model)

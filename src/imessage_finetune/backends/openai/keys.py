@@ -30,8 +30,7 @@ def api_key(finetune: FinetuneConfig, base_dir: Path) -> str:
             ) from None
     if not key:
         raise ServiceSetupError(
-            f"no API key: set {KEY_ENV} (or point [finetune] api_key_file at a file holding "
-            "it); nothing was sent"
+            f"no API key: set {KEY_ENV} (or point [finetune] api_key_file at a file holding it); nothing was sent"
         )
     return key
 
@@ -52,5 +51,3 @@ def connect(config: ConfigLike, *, strict: bool = False) -> OpenAIClient:
 def endpoint(finetune: FinetuneConfig) -> str:
     """Where the data goes."""
     return finetune.base_url or os.environ.get(BASE_URL_ENV) or OPENAI_URL
-
-

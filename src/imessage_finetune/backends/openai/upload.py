@@ -74,8 +74,12 @@ def check_before_sending(out_dir: Path, finetune: FinetuneConfig) -> Disclosure:
     """Validate the files again and enforce max_cost; raise before anything is sent."""
     disclosure = disclose(out_dir, finetune)
     for name in disclosure.files:
-        result = validate_file(out_dir / name, model=finetune.model, token_limit=token_limit(finetune.model),
-                               min_examples=10 if name == artifacts.TRAIN.filename else 1)
+        result = validate_file(
+            out_dir / name,
+            model=finetune.model,
+            token_limit=token_limit(finetune.model),
+            min_examples=10 if name == artifacts.TRAIN.filename else 1,
+        )
         if not result.ok:
             raise ServiceSetupError(
                 f"{name} does not pass OpenAI's rules ({len(result.errors)} errors, first: "
@@ -101,9 +105,7 @@ def remote_name(kind: str, digest: str) -> str:
     return f"{kind}-{digest[:12]}.jsonl"
 
 
-def upload_files(
-    backend: FineTuneService, out_dir: Path, finetune: FinetuneConfig
-) -> tuple[dict[str, Any], list[str]]:
+def upload_files(backend: FineTuneService, out_dir: Path, finetune: FinetuneConfig) -> tuple[dict[str, Any], list[str]]:
     """Find or upload the training (and validation) file; publish the receipt as ids arrive.
 
     Returns the receipt and the names of the files found already uploaded (not sent again).

@@ -96,27 +96,18 @@ def check_database_file(path: Path, kind: DatabaseKind = CHAT_DB) -> bool:
     except FileNotFoundError:
         raise ChatDbNotFound(f"{kind.name} not found at {path}; {kind.fix}") from None
     except PermissionError:
-        raise ChatDbPermissionDenied(
-            f"permission denied reading {path}: {full_disk_access_hint()}"
-        ) from None
+        raise ChatDbPermissionDenied(f"permission denied reading {path}: {full_disk_access_hint()}") from None
     if path.is_dir():
-        raise ChatDbIsDirectory(
-            f"{path} is a folder, not a {kind.name} file; {kind.fix}"
-        )
+        raise ChatDbIsDirectory(f"{path} is a folder, not a {kind.name} file; {kind.fix}")
     try:
         with open(path, "rb") as handle:
             header = handle.read(100)
     except PermissionError:
-        raise ChatDbPermissionDenied(
-            f"permission denied reading {path}: {full_disk_access_hint()}"
-        ) from None
+        raise ChatDbPermissionDenied(f"permission denied reading {path}: {full_disk_access_hint()}") from None
     if info.st_size == 0:
         raise NotSqlite(f"{path} is empty, not a SQLite database; {kind.fix}")
     if not header.startswith(SQLITE_MAGIC):
-        raise NotSqlite(
-            f"{path} is not a SQLite database (its first bytes are not 'SQLite format 3'); "
-            f"{kind.fix}"
-        )
+        raise NotSqlite(f"{path} is not a SQLite database (its first bytes are not 'SQLite format 3'); {kind.fix}")
     return len(header) > 18 and header[18] == WAL_MODE_VERSION
 
 
@@ -150,15 +141,12 @@ def _copy_when_quiet(path: Path, folder: Path, busy_timeout: float) -> Path:
             break
         time.sleep(0.05 * (attempt + 1))
     raise ChatDbBusy(
-        f"{path} kept changing while it was being read; wait until Messages is idle (or quit "
-        "it) and run again"
+        f"{path} kept changing while it was being read; wait until Messages is idle (or quit it) and run again"
     )
 
 
 @contextmanager
-def translate_sqlite_errors(
-    path: Path, busy_timeout: float, kind: DatabaseKind = CHAT_DB
-) -> Iterator[None]:
+def translate_sqlite_errors(path: Path, busy_timeout: float, kind: DatabaseKind = CHAT_DB) -> Iterator[None]:
     """Turn sqlite3 errors raised while reading `path` into ChatDbError subclasses."""
     try:
         yield
@@ -170,14 +158,11 @@ def translate_sqlite_errors(
                 "Messages or try again (raise [source] busy_timeout to wait longer)"
             ) from None
         if "unable to open" in text or "authorization denied" in text or "readonly" in text:
-            raise ChatDbPermissionDenied(
-                f"cannot open {path} read-only ({exc}): {full_disk_access_hint()}"
-            ) from None
+            raise ChatDbPermissionDenied(f"cannot open {path} read-only ({exc}): {full_disk_access_hint()}") from None
         raise ChatDbError(f"cannot read {path}: {exc}") from None
     except sqlite3.DatabaseError as exc:
         raise NotSqlite(
-            f"{path} is not a readable SQLite database ({exc}); it may be damaged or "
-            f"encrypted; {kind.fix}"
+            f"{path} is not a readable SQLite database ({exc}); it may be damaged or encrypted; {kind.fix}"
         ) from None
 
 

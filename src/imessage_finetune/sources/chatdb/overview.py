@@ -41,9 +41,7 @@ class Diagnosis:
     handles_named: int = 0
 
 
-def conversations(
-    conn: sqlite3.Connection, contacts: Names, owner_name: str = "Me"
-) -> list[Conversation]:
+def conversations(conn: sqlite3.Connection, contacts: Names, owner_name: str = "Me") -> list[Conversation]:
     """Every chat with kept messages, most messages first (ties by chat id)."""
     reader = ChatDbReader(conn, ReaderOptions(owner_name=owner_name), contacts)
     found = [
@@ -55,16 +53,11 @@ def conversations(
 
 def diagnose(conn: sqlite3.Connection, path: Path, contacts: Names) -> Diagnosis:
     """Totals, date range, and what the reader keeps and leaves out, by reason."""
-    (rows, first, last) = conn.execute(
-        "SELECT count(*), min(NULLIF(date, 0)), max(date) FROM message"
-    ).fetchone()
+    (rows, first, last) = conn.execute("SELECT count(*), min(NULLIF(date, 0)), max(date) FROM message").fetchone()
     (attributed_only,) = conn.execute(
-        "SELECT count(*) FROM message WHERE (text IS NULL OR text = '') "
-        "AND attributedBody IS NOT NULL"
+        "SELECT count(*) FROM message WHERE (text IS NULL OR text = '') AND attributedBody IS NOT NULL"
     ).fetchone()
-    (owner_no_handle,) = conn.execute(
-        "SELECT count(*) FROM message WHERE is_from_me = 1 AND handle_id = 0"
-    ).fetchone()
+    (owner_no_handle,) = conn.execute("SELECT count(*) FROM message WHERE is_from_me = 1 AND handle_id = 0").fetchone()
     handles = [h for (h,) in conn.execute("SELECT DISTINCT id FROM handle")]
     reader = ChatDbReader(conn, ReaderOptions(), contacts)
     for _ in reader.conversations():
@@ -84,4 +77,3 @@ def diagnose(conn: sqlite3.Connection, path: Path, contacts: Names) -> Diagnosis
         excluded=dict(sorted((str(k), v) for k, v in stats.excluded.items())),
         handles_named=sum(1 for h in handles if contacts.name_for(h)),
     )
-

@@ -158,13 +158,10 @@ class ChatDbReader:
             "SELECT j.chat_id, h.id FROM chat_handle_join j JOIN handle h ON h.ROWID = j.handle_id "
             "ORDER BY j.chat_id, h.ROWID"
         ):
-            members.setdefault(chat_id, []).append(
-                Participant(handle=handle, name=self.contacts.name_for(handle))
-            )
+            members.setdefault(chat_id, []).append(Participant(handle=handle, name=self.contacts.name_for(handle)))
         chats = []
         for rowid, guid, identifier, display_name, service, style in self.conn.execute(
-            "SELECT ROWID, guid, chat_identifier, display_name, service_name, style FROM chat "
-            "ORDER BY ROWID"
+            "SELECT ROWID, guid, chat_identifier, display_name, service_name, style FROM chat ORDER BY ROWID"
         ):
             chats.append(
                 Chat(
@@ -233,9 +230,7 @@ class ChatDbReader:
         if current_chat is not None and batch:
             yield from self._finish(selected[current_chat], batch)
 
-    def _finish(
-        self, chat: Chat, batch: list[tuple[float, int, Message]]
-    ) -> Iterator[tuple[Chat, list[Message]]]:
+    def _finish(self, chat: Chat, batch: list[tuple[float, int, Message]]) -> Iterator[tuple[Chat, list[Message]]]:
         # chat_message_join.message_date can lag message.date; order by the message itself.
         batch.sort(key=lambda item: (item[0], item[1]))
         self.stats.chats_kept += 1
@@ -293,4 +288,3 @@ class ChatDbReader:
             edited=bool(row["date_edited"]),
             reply_to=row["thread_originator_guid"] or None,  # type: ignore[arg-type]
         )
-

@@ -517,5 +517,3 @@ def _cut_utf16(text: str, lengths: Sequence[int]) -> tuple[list[str], str]:
         pieces.append(text[start:position])
         start = position
     return pieces, text[start:]
-
-
