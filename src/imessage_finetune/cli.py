@@ -24,12 +24,15 @@ from imessage_finetune.config import CONFIG_ENV, Config, FinetuneConfig, RunOpti
 from imessage_finetune.errors import FinetuneError, SchemaValidationError
 from imessage_finetune.jsonio import dump_json, load_json
 from imessage_finetune.pipeline.explain import StageStatus, dag_lines, plan, stage_statuses
+from imessage_finetune.pipeline import run_lock
 from imessage_finetune.pipeline.lockfile import verify
+from imessage_finetune.pipeline.reporter import INTERRUPTED
 from imessage_finetune.pipeline.tasks import DEFAULT_TARGET, active_stages, doit_namespace, run_doit
 from imessage_finetune.schema_check import validate_document
 from imessage_finetune.sources.chatdb.connection import open_chat_db
 from imessage_finetune.sources.chatdb.overview import conversations, diagnose
 from imessage_finetune.sources.contacts import ContactBook, contacts_sources, read_contacts
+from imessage_finetune.stages.sessions import reader_options
 from imessage_finetune.stages.snapshot import contacts_databases, source_database
 from imessage_finetune.terminal import count_unsafe, printable, table_lines
 
@@ -83,7 +86,8 @@ def _database(ctx: click.Context, db: Path | None) -> Iterator[tuple[Path, Conta
 
 
 class _Group(click.Group):
-    """Turns every FinetuneError into a ClickException: the one place errors are mapped."""
+    """Turns every FinetuneError into a ClickException, and Ctrl-C into one line and exit
+    status 130: the one place errors are mapped."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -93,6 +97,9 @@ class _Group(click.Group):
             if options.raise_errors:
                 raise
             raise click.ClickException(str(exc)) from exc
+        except KeyboardInterrupt:
+            click.echo("interrupted; nothing was changed", err=True)
+            raise click.exceptions.Exit(INTERRUPTED) from None
 
 
 @click.group(cls=_Group)
@@ -212,7 +219,7 @@ def diagnose_command(ctx: click.Context, db: Path | None, as_json: bool) -> None
     """
     with _database(ctx, db) as (path, contacts, config):
         with open_chat_db(path, busy_timeout=config.source.busy_timeout) as conn:
-            report = diagnose(conn, path, contacts)
+            report = diagnose(conn, path, contacts, reader_options(config))
     if as_json:
         click.echo(dump_json(dataclasses.asdict(report)).decode(), nl=False)
         return
@@ -223,9 +230,19 @@ def diagnose_command(ctx: click.Context, db: Path | None, as_json: bool) -> None
         ("message rows", str(report.message_rows)),
         ("chats", str(report.chats)),
         ("date range", f"{report.first} .. {report.last}"),
-        ("text only in attributedBody", f"{report.text_only_in_attributed_body} ({share:.0%})"),
-        ("own messages with handle_id = 0", str(report.owner_rows_without_handle)),
-        ("messages kept", str(report.messages_kept)),
+        ("text only in attributedBody", f"{report.text_only_in_attributed_body} rows ({share:.0%})"),
+        ("own messages with handle_id = 0", f"{report.owner_rows_without_handle} rows"),
+        (
+            "messages kept",
+            str(report.messages_kept)
+            + (
+                f" ({report.kept_in_several_chats} joined to two or more chats, counted in each)"
+                if report.kept_in_several_chats
+                else ""
+            ),
+        ),
+        ("  text from attributedBody", str(report.kept_from_attributed_body)),
+        ("  own, with handle_id = 0", str(report.kept_owner_without_handle)),
         ("handles with resolved names", f"{report.handles_named}/{report.handles} ({named:.0%})"),
     ]
     lines += [(f"left out: {reason}", str(n)) for reason, n in report.excluded.items()]
@@ -485,14 +502,16 @@ def forget_command(ctx: click.Context, yes: bool) -> None:
         return
     if not yes and not click.confirm(f"Forget {', '.join(p.name for p in present)}?", err=True):
         raise click.exceptions.Exit(1)
-    for path in present:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
     # The stages that wrote them are forgotten too, so the next run builds them again.
     names = {a.name for a in forgettable}
     writers = [
         stage.name for stage in active_stages(config) if names & {a.name for a in stage.outputs(stage.view(config))}
     ]
-    run_doit(config, ["forget", *writers], _options(ctx))
+    say = lambda text: click.echo(text, err=True)  # noqa: E731
+    with run_lock.held(config.artifacts_dir, config.artifacts.lock_timeout, say):
+        for path in present:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        run_doit(config, ["forget", *writers], _options(ctx))
     click.echo(f"forgot {', '.join(p.name for p in present)}", err=True)
 
 
@@ -500,8 +519,21 @@ def _stage_rows(statuses: list[StageStatus]) -> list[tuple[str, ...]]:
     rows = [("STAGE", "STATE", "WHY")]
     for stage in statuses:
         state = {"up-to-date": "up to date", "run": "stale"}.get(stage.status, stage.status)
+        if stage.reasons == ("never built",):
+            state = "never built"
         rows.append((stage.name, state, "; ".join(stage.reasons)))
     return rows
+
+
+def _say_if_building(config: Config) -> None:
+    """Tell, without waiting or writing, that a build is running on the artifacts folder."""
+    holder = run_lock.running_build(config.artifacts_dir)
+    if holder is not None:
+        click.echo(
+            f"a build is running on {config.artifacts_dir} ({holder.describe()}); "
+            "what it has not finished yet shows as stale",
+            err=True,
+        )
 
 
 @cli.command(name="status")
@@ -514,7 +546,9 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
     Example:
       imessage-finetune status --json
     """
-    statuses = stage_statuses(doit_namespace(_config(ctx), _options(ctx)))
+    config = _config(ctx)
+    _say_if_building(config)
+    statuses = stage_statuses(doit_namespace(config, _options(ctx)))
     if as_json:
         click.echo(dump_json([dataclasses.asdict(s) for s in statuses]).decode(), nl=False)
     else:
@@ -539,6 +573,7 @@ def plan_command(ctx: click.Context, stage: str) -> None:
     declared = stages.stage_named(stage)
     if not declared.applies(config):
         raise click.UsageError(declared.not_applicable.format(backend=config.finetune.backend))
+    _say_if_building(config)
     steps = plan(doit_namespace(config, _options(ctx)), [stage])
     _table(_stage_rows(steps))
     running = [s.name for s in steps if s.status == "run"]

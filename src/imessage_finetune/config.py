@@ -54,6 +54,7 @@ class ArtifactsConfig:
     """`[artifacts]`: where the pipeline writes its outputs."""
 
     dir: str = "artifacts"
+    lock_timeout: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -321,6 +322,8 @@ def _check_semantics(config: Config, where: str) -> DateRange:
         )
     if config.source.busy_timeout < 0:
         raise ConfigError(f"{where}: source.busy_timeout must be zero or more seconds")
+    if config.artifacts.lock_timeout < 0:
+        raise ConfigError(f"{where}: artifacts.lock_timeout must be zero or more seconds")
     if not config.sessions.owner_name.strip():
         raise ConfigError(f"{where}: sessions.owner_name must not be empty")
     if not config.sessions.attachment_placeholder.strip():

@@ -1,5 +1,5 @@
-"""Why a stage runs: reasons for each stage, a status table, a real dry run, the DAG, and
-the doit reporter that says all of it during a run.
+"""Why a stage runs: reasons for each stage, a status table, a real dry run, and the DAG
+(the reporter that says it during a run is `reporter.py`).
 
 doit decides staleness; this module asks doit's own dependency manager for the reasons
 (`get_status(..., get_log=True)`) and lets each of our uptodate checks describe what changed
@@ -9,21 +9,16 @@ doit decides staleness; this module asks doit's own dependency manager for the r
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from doit.control import TaskControl
 from doit.dependency import Dependency, MD5Checker
-from doit.globals import Globals
 from doit.loader import load_doit_config, load_tasks
-from doit.reporter import ConsoleReporter
 from doit.task import Task
 
-from imessage_finetune.config import RunOptions
 from imessage_finetune.pipeline.doit_state import SyncedJsonDB
 
 
@@ -41,26 +36,36 @@ def _short(path: str) -> str:
 
 
 def task_reasons(task: Task, dep_manager: Dependency, tasks: dict[str, Task]) -> tuple[str, list[str]]:
-    """doit's status of one task and the human reasons behind it."""
+    """doit's status of one task and the human reasons behind it.
+
+    doit calls a task whose input file is missing an "error"; when another stage builds
+    that file (after `doit clean`, or before the first build), the task is only stale.
+    """
     status = dep_manager.get_status(task, tasks, get_log=True)
     values = dep_manager.get_values(task.name)
+    producers = {target: t.name for t in tasks.values() for target in t.targets}
     reasons: list[str] = []
     for utd, _args, _kwargs in status.reasons.get("uptodate_false", []):
         explain = getattr(utd, "explain", None)
         reasons += explain(values) if explain else ["an up-to-date check failed"]
     for target in status.reasons.get("missing_target", []):
-        reasons.append(f"{_short(target)} does not exist")
+        reasons.append(f"{_short(target)} is missing")
     if status.reasons.get("changed_file_dep"):
         reasons.append("input changed: " + ", ".join(_short(p) for p in sorted(status.reasons["changed_file_dep"])))
-    for missing in status.reasons.get("missing_file_dep", []):
-        reasons.append(f"input missing: {_short(missing)}")
+    missing = status.reasons.get("missing_file_dep", [])
+    for path in missing:
+        maker = producers.get(path)
+        reasons.append(f"input missing: {_short(path)}" + (f" ({maker} builds it)" if maker else ""))
     if status.reasons.get("added_file_dep") or status.reasons.get("removed_file_dep"):
         reasons.append("its list of inputs changed")
     if status.reasons.get("checker_changed"):
         reasons.append("the way inputs are compared changed")
-    if status.status == "run" and (not reasons or "never built" in reasons):
+    result = status.status
+    if result == "error" and all(path in producers for path in missing):
+        result = "run"
+    if result == "run" and (not reasons or "never built" in reasons):
         reasons = ["never built"]
-    return status.status, list(dict.fromkeys(reasons))
+    return result, list(dict.fromkeys(reasons))
 
 
 def _load(namespace: dict[str, Any]) -> tuple[dict[str, Task], dict[str, Any]]:
@@ -163,61 +168,3 @@ def dag_lines(namespace: dict[str, Any], mermaid: bool = False) -> list[str]:
             if dep not in fed_by:  # an order-only dependency, with no artifact between
                 lines.append(f"    {dep} -.-> {name}")
     return lines
-
-
-class ExplainingReporter(ConsoleReporter):  # type: ignore[misc]
-    """doit's console reporter, on stderr, saying why each stage runs and ending with a summary."""
-
-    desc = "says why each stage runs (imessage-finetune)"
-    run_options = RunOptions()
-
-    @classmethod
-    def with_options(cls, options: RunOptions) -> type[ExplainingReporter]:
-        """This reporter for a run with `options` (doit builds reporters from a class)."""
-        return type(cls.__name__, (cls,), {"run_options": options})
-
-    def __init__(self, outstream: TextIO, options: dict[str, Any]) -> None:
-        super().__init__(sys.stderr, options)
-        self.tasks: dict[str, Task] = {}
-        self.ran: list[str] = []
-        self.skipped: list[str] = []
-        self.started = time.monotonic()
-        self.verbosity = self.run_options.verbosity
-
-    def initialize(self, tasks: dict[str, Task], selected_tasks: list[str]) -> None:
-        self.tasks = tasks
-        self.started = time.monotonic()
-
-    def write(self, text: str) -> None:
-        if self.verbosity > 0:
-            super().write(text)
-
-    def execute_task(self, task: Task) -> None:
-        reasons: list[str] = []
-        if Globals.dep_manager is not None:
-            _, reasons = task_reasons(task, Globals.dep_manager, self.tasks)
-        self.write(f"{task.name}: running ({'; '.join(reasons) or 'forced'})\n")
-        self.ran.append(task.name)
-
-    def skip_uptodate(self, task: Task) -> None:
-        detail = " (inputs, settings, code and outputs unchanged)" if self.verbosity > 1 else ""
-        self.write(f"{task.name}: up to date{detail}\n")
-        self.skipped.append(task.name)
-
-    def complete_run(self) -> None:
-        super().complete_run()
-        self.verbosity = max(self.verbosity, 1)  # the closing summary is always shown
-        elapsed = time.monotonic() - self.started
-        failed = len(self.failures) + len(self.runtime_errors)
-        if failed:
-            self.write(
-                f"failed: {failed} stage(s) failed; {len(self.ran) - failed} ran, "
-                f"{len(self.skipped)} up to date ({elapsed:.1f} s)\n"
-            )
-        elif self.ran:
-            self.write(
-                f"done: {len(self.ran)} stage(s) rebuilt ({', '.join(self.ran)}), "
-                f"{len(self.skipped)} up to date ({elapsed:.1f} s)\n"
-            )
-        else:
-            self.write(f"done: everything is up to date ({elapsed:.1f} s)\n")

@@ -97,20 +97,30 @@ def dependency_versions() -> dict[str, str]:
 
 
 def files_state(paths: Iterable[Path]) -> dict[str, list[Any] | None]:
-    """Per file: size, modification time (ns) and sha256; None for a file that is absent."""
+    """Per file: size, modification time (ns) and sha256; None for a file that is absent, and
+    no hash for one that cannot be read (no Full Disk Access, a folder): the stage's own check
+    then says what is wrong, in one line."""
     state: dict[str, list[Any] | None] = {}
     for path in paths:
         try:
             info = path.stat()
         except FileNotFoundError:
             state[str(path)] = None
-        else:
-            state[str(path)] = [info.st_size, info.st_mtime_ns, file_digest(path)]
+            continue
+        except OSError:
+            state[str(path)] = [None, None, None]
+            continue
+        try:
+            digest: str | None = file_digest(path)
+        except OSError:
+            digest = None
+        state[str(path)] = [info.st_size, info.st_mtime_ns, digest]
     return state
 
 
 def changed_files(saved: dict[str, list[Any] | None], paths: Iterable[Path]) -> list[Path]:
-    """The files whose bytes differ from the saved state; a matching size and mtime skip hashing."""
+    """The files whose bytes differ from the saved state; a matching size and mtime skip hashing.
+    A file that cannot be read counts as changed (its stage will say why it cannot read it)."""
     changed = []
     for path in paths:
         before = saved.get(str(path))
@@ -120,13 +130,23 @@ def changed_files(saved: dict[str, list[Any] | None], paths: Iterable[Path]) -> 
             if before is not None:
                 changed.append(path)
             continue
-        if before is None:
+        except OSError:
             changed.append(path)
-        elif [info.st_size, info.st_mtime_ns] != before[:2] and (
-            info.st_size != before[0] or file_digest(path) != before[2]
-        ):
+            continue
+        if before is None or before[2] is None:
             changed.append(path)
+        elif [info.st_size, info.st_mtime_ns] != before[:2]:
+            try:
+                if info.st_size != before[0] or file_digest(path) != before[2]:
+                    changed.append(path)
+            except OSError:
+                changed.append(path)
     return changed
+
+
+def missing_files(paths: Iterable[Path]) -> list[Path]:
+    """The files that are not there."""
+    return [path for path in paths if not path.exists()]
 
 
 class StageFingerprint:
@@ -189,12 +209,18 @@ class FilesUnchanged:
         return bool(saved) and set(saved) == {str(p) for p in self.paths} and not changed_files(saved, self.paths)
 
     def explain(self, values: dict[str, Any]) -> list[str]:
-        """Which files changed, in words."""
+        """Which files changed, in words (a missing target is doit's to say: "X is missing")."""
         saved = values.get(self.key)
         if not saved or set(saved) != {str(p) for p in self.paths}:
             return [] if self.key == "targets" else [f"{self.key} not recorded yet"]
-        verb = "changed" if self.key == "source" else "was edited or damaged since it was built"
-        return [f"{path.name} {verb}" for path in changed_files(saved, self.paths)]
+        missing = set(missing_files(self.paths))
+        if self.key == "targets":
+            return [
+                f"{p.name} was edited or damaged since it was built"
+                for p in changed_files(saved, self.paths)
+                if p not in missing
+            ]
+        return [f"{p.name} {'is missing' if p in missing else 'changed'}" for p in changed_files(saved, self.paths)]
 
 
 class Forced:

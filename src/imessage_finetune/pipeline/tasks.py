@@ -13,7 +13,6 @@ every change (`doit_state.py`); each good build is recorded in pipeline.lock.jso
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,12 +24,12 @@ from doit.exceptions import TaskFailed
 from doit.globals import Globals
 
 from imessage_finetune import artifacts, stages
-from imessage_finetune.atomic import clean_stale_temporaries
 from imessage_finetune.config import Config, RunOptions, config_keys, find_config, load_config
 from imessage_finetune.errors import FinetuneError
 from imessage_finetune.pipeline.console import Console
 from imessage_finetune.pipeline.doit_state import BACKEND_NAME, make_crash_safe
-from imessage_finetune.pipeline.explain import ExplainingReporter
+from imessage_finetune.pipeline import run_lock
+from imessage_finetune.pipeline.reporter import ExplainingReporter, RunStopped
 from imessage_finetune.pipeline.fingerprint import (
     FilesUnchanged,
     Forced,
@@ -55,9 +54,15 @@ def active_stages(config: Config) -> list[Stage]:
 
 
 def run_doit(config: Config, argv: list[str], options: RunOptions | None = None) -> int:
-    """Run doit on the pipeline of `config` (argv as for the `doit` command); its exit code."""
+    """Run doit on the pipeline of `config` (argv as for the `doit` command); its exit code
+    (130 after Ctrl-C). The artifacts folder's lock is released when it returns."""
     loader = ModuleTaskLoader(doit_namespace(config, options))
-    return int(DoitMain(loader, config_filenames=()).run(argv) or 0)
+    try:
+        return int(DoitMain(loader, config_filenames=()).run(argv) or 0)
+    except RunStopped as stopped:
+        return int(stopped.code or 0)
+    finally:
+        run_lock.release_all()
 
 
 def doit_namespace(config: Config, options: RunOptions | None = None) -> dict[str, Any]:
@@ -71,23 +76,12 @@ def doit_namespace(config: Config, options: RunOptions | None = None) -> dict[st
             "dep_file": str(artifacts.state_file(config.artifacts_dir)),
             "default_tasks": [DEFAULT_TARGET],
             "verbosity": 2,
-            "reporter": ExplainingReporter.with_options(options),
+            "reporter": ExplainingReporter.bound(options, config.artifacts_dir, config.artifacts.lock_timeout),
         }
     }
     for stage in active:
         namespace[f"task_{stage.name}"] = stage_task(config, stage, options, names)
     return namespace
-
-
-def prepare(artifacts_dir: Path) -> None:
-    """Create the private artifacts folder and remove what a killed run left.
-
-    Also makes every file this process creates from now on private (umask 077), doit's
-    state file included, which doit writes with default permissions.
-    """
-    os.umask(0o077)
-    artifacts.ensure_private_dir(artifacts_dir)
-    clean_stale_temporaries(artifacts_dir)
 
 
 def stage_task(config: Config, stage: Stage, options: RunOptions, active: set[str]) -> Callable[[], dict[str, Any]]:
@@ -122,11 +116,13 @@ def stage_task(config: Config, stage: Stage, options: RunOptions, active: set[st
     uptodate += [fingerprint, FilesUnchanged("targets", targets, save_after=True)]
 
     def action() -> Any:
-        context = StageContext(stage.name, view, options, Console(options))
+        console = Console(options)
+        context = StageContext(stage.name, view, options, console)
         try:
             if stage.check is not None:
                 stage.check(context)  # before anything is written
-            prepare(root)
+            # Taken when the run began (by the reporter); here for runs with another reporter.
+            run_lock.hold(root, config.artifacts.lock_timeout, console.say)
             # Recorded before reading, so a change made while the stage reads triggers the next run.
             source_state = files_state(watched) if watched else None
             started = time.monotonic()

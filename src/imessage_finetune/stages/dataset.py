@@ -221,6 +221,12 @@ def run(ctx: StageContext) -> None:
     ctx.say(first.removeprefix("dataset: "))
     for line in rest:
         ctx.detail(line.strip())
+    warnings = summary.report["warnings"]
+    if warnings:
+        ctx.detail(
+            f"warnings: {', '.join(f'{code} {n}' for code, n in warnings.items())} (OpenAI accepts these lines; "
+            f"`imessage-finetune validate {ctx.path(artifacts.TRAIN)}` says which)"
+        )
 
 
 def report_lines(report: dict[str, Any], *, kept_by: str | None = None) -> list[str]:

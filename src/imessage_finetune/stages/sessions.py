@@ -153,7 +153,9 @@ def run(ctx: StageContext) -> None:
             progress,
         )
     ctx.say(
-        f"{stats.messages_kept} messages in {stats.chats_kept} of {stats.chats} chats -> {target}; "
+        f"{stats.messages_kept} messages in {stats.chats_kept} of {stats.chats} chats -> {target} "
+        f"({stats.text_from_attributed_body} with text from attributedBody, {stats.owner_without_handle} "
+        f"of your own with handle_id = 0, as `diagnose` counts them); "
         f"left out: {counts({str(k): v for k, v in stats.excluded.items()})}"
     )
 

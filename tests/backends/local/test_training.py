@@ -71,7 +71,8 @@ def test_train_goes_from_chat_db_to_an_adapter_that_reloads_and_chats(
     assert model["backend"] == "local" and not model["demonstration"] and model["device"] == "cpu"
     assert model["train_loss"] < model["train_loss_start"] - 0.1
     assert model["validation_examples"] > 0 and model["validation_loss"] is not None
-    assert model["examples"]["trained_tokens"] > 0 and model["steps"] > 10
+    assert model["examples"]["trained_tokens_per_epoch"] > 0 and model["steps"] > 10
+    assert model["trained_tokens"] == model["examples"]["trained_tokens_per_epoch"] * 3  # epochs
     assert "training loss" in result.stderr and "loss on training examples" in result.stderr
     assert not (tmp_path / "out" / artifacts.CHECKPOINTS.filename).exists()
     assert oct((tmp_path / "out" / artifacts.ADAPTER.filename).stat().st_mode & 0o777) == "0o700"

@@ -69,7 +69,8 @@ class ExampleStats:
             "conversations": self.conversations,
             "examples": self.examples,
             "tokens": self.tokens,
-            "trained_tokens": self.trained_tokens,
+            # model.json's `trained_tokens` counts every epoch; this is one pass.
+            "trained_tokens_per_epoch": self.trained_tokens,
             "dropped": dict(sorted(self.dropped.items())),
             "changed": dict(sorted(self.changed.items())),
         }

@@ -71,11 +71,13 @@ def train_local(
     on_start: Callable[[str, int, int], None] | None = None,
     on_event: Callable[[Any], None] | None = None,
     on_resume: Callable[[int, int], None] | None = None,
+    on_examples: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune a LoRA adapter on train.jsonl on this machine; publish it and model.json.
 
-    `on_start` gets the device, the number of examples and the number of steps. A run that
-    was stopped resumes from its checkpoint when its data and settings are unchanged.
+    `on_examples` gets what became of train.jsonl's conversations (model.json's `examples`),
+    `on_start` the device, the number of examples and the number of steps. A run that was
+    stopped resumes from its checkpoint when its data and settings are unchanged.
     """
     from imessage_finetune.backends import local
     from imessage_finetune.backends.local.checkpoints import CheckpointStore
@@ -95,6 +97,8 @@ def train_local(
         files["validation"] = artifacts.VALIDATION.path(out_dir)
     builders = {kind: ExampleBuilder(tokenizer, settings.max_seq_length) for kind in files}
     tokenized = {kind: builders[kind].build(_jsonl(path)) for kind, path in files.items()}
+    if on_examples is not None:
+        on_examples(builders["train"].stats.as_dict())
     if not tokenized["train"]:
         raise TrainingError(
             f"no training example is left after rendering with {settings.base_model}'s chat template "
@@ -146,7 +150,7 @@ def train_local(
         "examples": stats,
         "validation_examples": len(tokenized.get("validation", [])),
         "steps": result.steps,
-        "trained_tokens": stats["trained_tokens"] * settings.epochs,
+        "trained_tokens": stats["trained_tokens_per_epoch"] * settings.epochs,
         "train_loss_start": result.train_loss_start,
         "train_loss": result.train_loss,
         "validation_loss_start": result.validation_loss_start,
