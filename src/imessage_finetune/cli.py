@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,8 @@ from imessage_finetune.backends import backend_for
 from imessage_finetune.config import CONFIG_ENV, Config, FinetuneConfig, RunOptions, find_config, load_config
 from imessage_finetune.errors import FinetuneError, SchemaValidationError
 from imessage_finetune.jsonio import dump_json, load_json
-from imessage_finetune.pipeline.explain import StageStatus, dag_lines, plan, stage_statuses
 from imessage_finetune.pipeline import run_lock
+from imessage_finetune.pipeline.explain import StageStatus, dag_lines, plan, stage_statuses
 from imessage_finetune.pipeline.lockfile import verify
 from imessage_finetune.pipeline.reporter import INTERRUPTED
 from imessage_finetune.pipeline.tasks import DEFAULT_TARGET, active_stages, doit_namespace, run_doit
@@ -37,7 +37,7 @@ from imessage_finetune.stages.snapshot import contacts_databases, source_databas
 from imessage_finetune.terminal import count_unsafe, printable, table_lines
 
 
-class StageName(click.Choice):  # type: ignore[type-arg]
+class StageName(click.Choice):
     """A registered stage's name (the list is read when the command runs, so it is always
     the declarations': a stage registered in `stages.STAGES` is a valid name)."""
 
@@ -322,7 +322,8 @@ def _backend(ctx: click.Context) -> tuple[Any, Config]:
             f"the {backend.name} backend has no jobs: it trains during `imessage-finetune run train` "
             'on this machine (see artifacts/model.json); jobs are for [finetune] backend = "openai"'
         )
-    return getattr(backend, "service")(), config
+    service: Any = backend  # a backend that sends data has a service (`OpenAIBackend.service`)
+    return service.service(), config
 
 
 @cli.group(name="jobs")
@@ -516,7 +517,7 @@ def forget_command(ctx: click.Context, yes: bool) -> None:
 
 
 def _stage_rows(statuses: list[StageStatus]) -> list[tuple[str, ...]]:
-    rows = [("STAGE", "STATE", "WHY")]
+    rows: list[tuple[str, ...]] = [("STAGE", "STATE", "WHY")]
     for stage in statuses:
         state = {"up-to-date": "up to date", "run": "stale"}.get(stage.status, stage.status)
         if stage.reasons == ("never built",):
@@ -611,7 +612,7 @@ def verify_command(ctx: click.Context) -> None:
         raise click.exceptions.Exit(1)
 
 
-def _table(rows: list[tuple[str, ...]]) -> None:
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
     # Aligned by terminal columns (an emoji or a CJK character takes two), names made printable.
     for line in table_lines(rows):
         click.echo(line)

@@ -386,7 +386,7 @@ def _check_semantics(config: Config, where: str) -> DateRange:
 def parse_timezone(name: str, where: str = "config") -> dt.tzinfo:
     """`UTC`, `local` (this machine's zone) or an IANA name such as `Europe/Paris`."""
     if name == "UTC":
-        return dt.timezone.utc
+        return dt.UTC
     if name == "local":
         local = dt.datetime.now().astimezone().tzinfo
         assert local is not None
@@ -457,27 +457,50 @@ class ConfigLike(Protocol):
     stage declared."""
 
     @property
-    def base_dir(self) -> Path: ...
+    def base_dir(self) -> Path:
+        """The folder relative paths are resolved against."""
+
     @property
-    def file(self) -> Path | None: ...
+    def file(self) -> Path | None:
+        """The configuration file."""
+
     @property
-    def source(self) -> SourceConfig: ...
+    def source(self) -> SourceConfig:
+        """`[source]`."""
+
     @property
-    def artifacts(self) -> ArtifactsConfig: ...
+    def artifacts(self) -> ArtifactsConfig:
+        """`[artifacts]`."""
+
     @property
-    def sessions(self) -> SessionsConfig: ...
+    def sessions(self) -> SessionsConfig:
+        """`[sessions]`."""
+
     @property
-    def dataset(self) -> DatasetConfig: ...
+    def dataset(self) -> DatasetConfig:
+        """`[dataset]`."""
+
     @property
-    def finetune(self) -> FinetuneConfig: ...
+    def finetune(self) -> FinetuneConfig:
+        """`[finetune]`."""
+
     @property
-    def dates(self) -> DateRange: ...
+    def dates(self) -> DateRange:
+        """The date range, parsed."""
+
     @property
-    def artifacts_dir(self) -> Path: ...
+    def artifacts_dir(self) -> Path:
+        """The artifacts folder, absolute."""
+
     @property
-    def uses_demo(self) -> bool: ...
-    def source_path(self) -> Path: ...
-    def contacts_paths(self) -> list[Path] | None: ...
+    def uses_demo(self) -> bool:
+        """True for the built-in demo source."""
+
+    def source_path(self) -> Path:
+        """The configured chat.db."""
+
+    def contacts_paths(self) -> list[Path] | None:
+        """Explicit Contacts databases; None for auto."""
 
 
 def config_keys(section: Any, prefix: str) -> list[str]:

@@ -60,8 +60,7 @@ def read_stream(path: Any, key: str) -> tuple[dict[str, Any], Iterator[Any]]:
     marker = f',"{key}":['.encode()
     if not first.endswith(marker):
         document = orjson.loads(Path(path).read_bytes())
-        items = document.pop(key)
-        return document, iter(items)
+        return document, iter(document.pop(key))
 
     def items() -> Iterator[Any]:
         with open(path, "rb") as handle:

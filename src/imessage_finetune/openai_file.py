@@ -41,8 +41,8 @@ from jsonschema import Draft202012Validator
 
 from imessage_finetune import artifacts
 from imessage_finetune.config import FinetuneConfig
-from imessage_finetune.tokens import TokenCounter, counter_for
 from imessage_finetune.schema_check import load_schema
+from imessage_finetune.tokens import TokenCounter, counter_for
 
 DEFAULT_MODEL = FinetuneConfig.model
 ROLES = ("system", "user", "assistant")

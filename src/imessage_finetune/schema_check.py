@@ -10,7 +10,7 @@ never the offending value, which could be message text.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import jsonschema
@@ -23,7 +23,7 @@ from imessage_finetune.jsonio import load_json
 _SAFE_KEY = re.compile(r"[a-z_]+")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(artifact: Artifact) -> dict[str, Any]:
     """The parsed JSON Schema of an artifact."""
     assert artifact.schema_path is not None, f"{artifact.name} has no schema"
@@ -38,7 +38,7 @@ def _schema_for(artifact: Artifact, definition: str | None) -> dict[str, Any]:
     return {"$schema": schema["$schema"], "$defs": schema["$defs"], "$ref": f"#/$defs/{definition}"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compiled(artifact: Artifact, definition: str | None) -> Any:
     return jsonschema_rs.validator_for(_schema_for(artifact, definition))
 

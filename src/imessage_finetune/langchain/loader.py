@@ -17,12 +17,12 @@ from langchain_core.chat_loaders import BaseChatLoader
 from langchain_core.chat_sessions import ChatSession
 from langchain_core.messages import HumanMessage, messages_from_dict
 
-from imessage_finetune.sources.chatdb.connection import open_chat_db
-from imessage_finetune.sources.chatdb.reader import ChatDbReader, ReaderOptions
 from imessage_finetune.config import DEFAULT_CHAT_DB
 from imessage_finetune.jsonio import load_json
-from imessage_finetune.stages.sessions import message_kwargs
+from imessage_finetune.sources.chatdb.connection import open_chat_db
+from imessage_finetune.sources.chatdb.reader import ChatDbReader, ReaderOptions
 from imessage_finetune.sources.contacts import contacts_sources, read_contacts
+from imessage_finetune.stages.sessions import message_kwargs
 
 
 class IMessageChatLoader(BaseChatLoader):

@@ -24,7 +24,7 @@ from doit.dependency import JsonDB
 BACKEND_NAME = "json"
 
 
-class SyncedJsonDB(JsonDB):  # type: ignore[misc]
+class SyncedJsonDB(JsonDB):
     """doit's JSON backend, saved atomically after every change (and only after a change)."""
 
     desc = "JSON file written atomically after every change (imessage-finetune)"
@@ -72,7 +72,7 @@ class SyncedJsonDB(JsonDB):  # type: ignore[misc]
 def make_crash_safe(dep_manager: Any) -> None:
     """Turn the JSON backend doit opened into a `SyncedJsonDB` (same state, same file; only
     how it saves changes). Other backends a user chose with `--backend` are left as they are."""
-    backend = getattr(dep_manager, "backend", None)
+    backend: Any = getattr(dep_manager, "backend", None)
     if type(backend) is JsonDB:
         backend.__class__ = SyncedJsonDB
         backend._unsaved = False

@@ -154,7 +154,7 @@ class StageFingerprint:
 
     def __init__(self, stage: str, params: dict[str, Any], entry: str | Iterable[str]) -> None:
         self.key = f"fingerprint:{stage}"
-        self.current = {
+        self.current: dict[str, Any] = {
             "params": params,
             "code": code_hash(module_closure(entry)),
             "versions": dependency_versions(),
@@ -165,6 +165,7 @@ class StageFingerprint:
         task.value_savers.append(lambda: {self.key: self.current})
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
+        """Up to date when the saved fingerprint is the current one."""
         return values.get(self.key) == self.current
 
     def explain(self, values: dict[str, Any]) -> list[str]:
@@ -205,8 +206,9 @@ class FilesUnchanged:
             task.value_savers.append(lambda: {self.key: files_state(self.paths)})
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
+        """Up to date when the same files were recorded and none changed."""
         saved = values.get(self.key)
-        return bool(saved) and set(saved) == {str(p) for p in self.paths} and not changed_files(saved, self.paths)
+        return saved is not None and set(saved) == {str(p) for p in self.paths} and not changed_files(saved, self.paths)
 
     def explain(self, values: dict[str, Any]) -> list[str]:
         """Which files changed, in words (a missing target is doit's to say: "X is missing")."""
@@ -231,6 +233,7 @@ class Forced:
         self.forced = forced
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
+        """Never up to date when forced."""
         return not self.forced
 
     def explain(self, values: dict[str, Any]) -> list[str]:

@@ -31,7 +31,7 @@ class RunStopped(SystemExit):
     the lock, or Ctrl-C). A SystemExit, so that plain `doit` exits without a traceback."""
 
 
-class ExplainingReporter(ConsoleReporter):  # type: ignore[misc]
+class ExplainingReporter(ConsoleReporter):
     """doit's console reporter, on stderr, saying why each stage runs and ending with a summary."""
 
     desc = "says why each stage runs (imessage-finetune)"
@@ -63,6 +63,7 @@ class ExplainingReporter(ConsoleReporter):  # type: ignore[misc]
     # -- the start and the end of a run ------------------------------------------------------
 
     def initialize(self, tasks: dict[str, Task], selected_tasks: list[str]) -> None:
+        """doit: the run begins. Take the folder's lock, catch Ctrl-C from now on."""
         self.tasks, self.selected = tasks, list(selected_tasks)
         self.started = time.monotonic()
         if self.artifacts_dir is not None:
@@ -80,6 +81,7 @@ class ExplainingReporter(ConsoleReporter):  # type: ignore[misc]
         raise KeyboardInterrupt
 
     def complete_run(self) -> None:
+        """doit: the run ended (however). Release the lock; say the closing line."""
         super().complete_run()
         if self._previous_handler is not None:
             signal.signal(signal.SIGINT, self._previous_handler)
@@ -135,10 +137,12 @@ class ExplainingReporter(ConsoleReporter):  # type: ignore[misc]
             super().write(text + "\n")
 
     def write(self, text: str) -> None:
+        """Write to stderr, unless quiet."""
         if self.verbosity > 0:
             super().write(text)
 
     def execute_task(self, task: Task) -> None:
+        """doit: a stage starts; say why."""
         reasons: list[str] = []
         if Globals.dep_manager is not None:
             _, reasons = task_reasons(task, Globals.dep_manager, self.tasks)
@@ -146,10 +150,12 @@ class ExplainingReporter(ConsoleReporter):  # type: ignore[misc]
         self.running = task.name
 
     def add_success(self, task: Task) -> None:
+        """doit: a stage finished."""
         self.rebuilt.append(task.name)
         self.running = None
 
     def add_failure(self, task: Task, fail: Any) -> None:
+        """doit: a stage failed."""
         # A stage's own failure (a FinetuneError) is one line in the summary; anything else
         # is a bug, shown with its traceback.
         message = fail.get_msg().strip()
@@ -161,6 +167,7 @@ class ExplainingReporter(ConsoleReporter):  # type: ignore[misc]
         self.running = None
 
     def skip_uptodate(self, task: Task) -> None:
+        """doit: a stage is up to date."""
         detail = " (inputs, settings, code and outputs unchanged)" if self.verbosity > 1 else ""
         self.write(f"{task.name}: up to date{detail}\n")
         self.skipped.append(task.name)

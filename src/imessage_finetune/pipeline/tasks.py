@@ -26,10 +26,9 @@ from doit.globals import Globals
 from imessage_finetune import artifacts, stages
 from imessage_finetune.config import Config, RunOptions, config_keys, find_config, load_config
 from imessage_finetune.errors import FinetuneError
+from imessage_finetune.pipeline import run_lock
 from imessage_finetune.pipeline.console import Console
 from imessage_finetune.pipeline.doit_state import BACKEND_NAME, make_crash_safe
-from imessage_finetune.pipeline import run_lock
-from imessage_finetune.pipeline.reporter import ExplainingReporter, RunStopped
 from imessage_finetune.pipeline.fingerprint import (
     FilesUnchanged,
     Forced,
@@ -38,6 +37,7 @@ from imessage_finetune.pipeline.fingerprint import (
     module_file,
 )
 from imessage_finetune.pipeline.lockfile import lock_path, record_stage
+from imessage_finetune.pipeline.reporter import ExplainingReporter, RunStopped
 from imessage_finetune.stages.stage import Stage, StageContext
 
 DEFAULT_TARGET = "dataset"  # what `doit` alone builds: everything before anything is sent

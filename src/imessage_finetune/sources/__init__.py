@@ -1,0 +1,1 @@
+"""Reading what users have, read-only: a Messages database (`chatdb/`) and Contacts databases."""

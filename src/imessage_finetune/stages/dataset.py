@@ -22,11 +22,11 @@ from imessage_finetune.atomic import atomic_write
 from imessage_finetune.config import ConfigView, DatasetConfig, FinetuneConfig
 from imessage_finetune.errors import DatasetError
 from imessage_finetune.jsonio import dump_compact, dump_json, read_stream, read_trailer
-from imessage_finetune.stages.merged import FORMAT as MERGED_FORMAT
-from imessage_finetune.tokens import TokenCounter, counter_for, token_limit
-from imessage_finetune.schema_check import validate_document
 from imessage_finetune.openai_file import ValidationResult, validate_lines
+from imessage_finetune.schema_check import validate_document
+from imessage_finetune.stages.merged import FORMAT as MERGED_FORMAT
 from imessage_finetune.stages.stage import Stage, StageContext
+from imessage_finetune.tokens import TokenCounter, counter_for, token_limit
 
 SHOWN_PROBLEMS = 20
 

@@ -23,16 +23,16 @@ from typing import Any
 
 from imessage_finetune import artifacts
 from imessage_finetune.atomic import atomic_write
-from imessage_finetune.langchain.chat_utils import redact, split_on_idle_gap, window
-from imessage_finetune.sources.chatdb.dates import unix_to_iso
 from imessage_finetune.config import DatasetConfig
 from imessage_finetune.errors import DatasetError
 from imessage_finetune.jsonio import StreamWriter, read_stream, read_trailer
-from imessage_finetune.stages.sessions import FORMAT as SESSIONS_FORMAT
-from imessage_finetune.tokens import TokenCounter, counter_for
-from imessage_finetune.schema_check import validate_document
+from imessage_finetune.langchain.chat_utils import redact, split_on_idle_gap, window
 from imessage_finetune.openai_file import SPECIAL_TOKEN_RE
+from imessage_finetune.schema_check import validate_document
+from imessage_finetune.sources.chatdb.dates import unix_to_iso
+from imessage_finetune.stages.sessions import FORMAT as SESSIONS_FORMAT
 from imessage_finetune.stages.stage import Stage, StageContext, counts
+from imessage_finetune.tokens import TokenCounter, counter_for
 
 FORMAT = "imessage-finetune/merged"
 VERSION = 1
@@ -170,19 +170,13 @@ def shape_session(
             if turn.name:
                 line["name"] = turn.name
             turn.tokens = counter.count_example([line]) - priming
-        windows = window(
-            turns,
-            budget,
-            options.overlap_messages,
-            lambda t: t.tokens,
-            is_reply=lambda t: t.is_ai,  # type: ignore[arg-type]
-        )
+        windows = window(turns, budget, options.overlap_messages, lambda t: t.tokens, is_reply=lambda t: t.is_ai)  # type: ignore[arg-type,attr-defined]
         oversized = sum(1 for t in turns if t.is_ai and t.tokens > budget)
         if oversized:
             stats.dropped["ai_turn_over_budget"] += oversized
         if not windows:
             stats.dropped["no_ai_turn_within_budget"] += 1
-        yield from windows
+        yield from windows  # type: ignore[misc]
 
 
 def _redact(text: str, options: DatasetConfig, stats: MergedStats) -> str:

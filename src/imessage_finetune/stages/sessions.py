@@ -15,13 +15,13 @@ from typing import Any
 
 from imessage_finetune import artifacts
 from imessage_finetune.atomic import atomic_write
-from imessage_finetune.sources.chatdb.connection import open_chat_db
-from imessage_finetune.sources.contacts import ContactBook
-from imessage_finetune.sources.chatdb.dates import unix_to_iso
-from imessage_finetune.sources.chatdb.reader import Chat, ChatDbReader, Message, ReaderOptions, ReadStats
 from imessage_finetune.config import ConfigLike
 from imessage_finetune.jsonio import StreamWriter, load_json
 from imessage_finetune.schema_check import validate_document
+from imessage_finetune.sources.chatdb.connection import open_chat_db
+from imessage_finetune.sources.chatdb.dates import unix_to_iso
+from imessage_finetune.sources.chatdb.reader import Chat, ChatDbReader, Message, ReaderOptions, ReadStats
+from imessage_finetune.sources.contacts import ContactBook
 from imessage_finetune.stages.stage import Stage, StageContext, counts
 
 FORMAT = "imessage-finetune/sessions"

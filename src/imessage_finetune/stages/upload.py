@@ -38,7 +38,7 @@ def inputs(config: ConfigView) -> list[artifacts.Artifact]:
 
 def params(config: ConfigView) -> dict[str, Any]:
     """The endpoint the data goes to."""
-    return backend_for(config).training().params
+    return dict(backend_for(config).training().params)
 
 
 def run(ctx: StageContext) -> None:
@@ -51,7 +51,7 @@ def run(ctx: StageContext) -> None:
         f"{disclosure.examples} examples"
         + (f" (+{disclosure.validation_examples} validation)" if disclosure.validation_examples else "")
         + f" from {disclosure.conversations} conversations, {disclosure.tokens} tokens, "
-        f"estimated cost {'$%.2f' % cost if cost is not None else 'unknown'}"
+        f"estimated cost {f'${cost:.2f}' if cost is not None else 'unknown'}"
     )
     for line in sender.notices():
         ctx.say(line)

@@ -103,7 +103,7 @@ class _Generation(Completion):
 
         chat, settings, stopped = self._chat, self._settings, self._stopped
 
-        class Closed(StoppingCriteria):  # type: ignore[misc]
+        class Closed(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
                 return torch.full((input_ids.shape[0],), stopped.is_set(), dtype=torch.bool, device=input_ids.device)
 

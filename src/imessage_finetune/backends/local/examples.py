@@ -207,7 +207,7 @@ class ExampleBuilder:
             "i",
             (
                 token if any(lo <= start < hi for lo, hi in spans) else IGNORE
-                for token, (start, _) in zip(ids, encoded["offset_mapping"])
+                for token, (start, _) in zip(ids, encoded["offset_mapping"], strict=True)
             ),
         )
         return TokenizedExample(ids, labels)

@@ -20,11 +20,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from imessage_finetune.config import LocalConfig
-from imessage_finetune.errors import TrainingError
-
 from imessage_finetune.backends.local.checkpoints import CheckpointStore
 from imessage_finetune.backends.local.examples import IGNORE, TokenizedExample
+from imessage_finetune.config import LocalConfig
+from imessage_finetune.errors import TrainingError
 
 WARMUP_SHARE = 0.05  # of all steps, with a linear rise, then a linear decay to 0
 MAX_GRAD_NORM = 1.0
@@ -131,7 +130,10 @@ def train_adapter(
     if checkpoint is None:
         store.clear()
         start = 0
-        baseline = {"train": evaluate(sample), "validation": evaluate(validation) if validation else None}
+        baseline: dict[str, Any] = {
+            "train": evaluate(sample),
+            "validation": evaluate(validation) if validation else None,
+        }
     else:
         set_peft_model_state_dict(model, checkpoint.adapter)
         optimizer.load_state_dict(checkpoint.state["optimizer"])

@@ -14,11 +14,10 @@ from typing import Any
 from imessage_finetune import artifacts
 from imessage_finetune.atomic import atomic_dir, atomic_write
 from imessage_finetune.config import ConfigLike
+from imessage_finetune.digests import file_digest, package_versions
 from imessage_finetune.errors import TrainingError
 from imessage_finetune.jsonio import dump_json, load_json
-from imessage_finetune.digests import file_digest, package_versions
 from imessage_finetune.schema_check import validate_document
-
 
 # [finetune.local] keys that give another adapter when they change. Not among them:
 # checkpoint_steps (read while training, the weights do not depend on it) and `chat`'s

@@ -19,10 +19,10 @@ import datetime
 import email.utils
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import openai
 from openai.types import FileObject
@@ -37,7 +37,7 @@ from imessage_finetune.errors import (
     ServiceUnavailable,
 )
 
-PURPOSE = "fine-tune"
+PURPOSE: Literal["fine-tune"] = "fine-tune"
 
 # The SDK's own schedule (0.5 s doubling, at most 8 s; server delays honoured up to 120 s),
 # without its random jitter: one client per run has nobody to de-synchronise from.
@@ -358,7 +358,7 @@ class _RemoteCompletion(Completion):
     ) -> None:
         self.usage = Usage()
         self._client, self._model, self._messages, self._settings = client, model, messages, settings
-        self._pieces: Iterator[str] | None = None
+        self._pieces: Generator[str] | None = None
         self._stream: Any = None
 
     def __next__(self) -> str:
@@ -373,7 +373,7 @@ class _RemoteCompletion(Completion):
         if self._pieces is not None:
             self._pieces.close()
 
-    def _read(self) -> Iterator[str]:
+    def _read(self) -> Generator[str]:
         settings, payload = self._settings, [dict(m) for m in self._messages]
         options: dict[str, Any] = {}
         if settings is not None:
@@ -426,7 +426,7 @@ def _server_delay(headers: Mapping[str, str]) -> float | None:
                 continue
             if when.tzinfo is None:
                 continue
-            delay = (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+            delay = (when - datetime.datetime.now(datetime.UTC)).total_seconds()
         if math.isfinite(delay):
             return delay
     return None

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from imessage_finetune.errors import ServiceError, JobFailed, JobStillRunning, ServiceUnavailable
+from imessage_finetune.errors import JobFailed, JobStillRunning, ServiceError, ServiceUnavailable
 
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 

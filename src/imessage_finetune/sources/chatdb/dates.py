@@ -27,4 +27,4 @@ def unix_to_apple_ns(unix_seconds: float) -> int:
 
 def unix_to_iso(unix_seconds: float) -> str:
     """ISO 8601 in UTC with an explicit offset, to the second: `2025-02-06T21:25:24+00:00`."""
-    return dt.datetime.fromtimestamp(int(unix_seconds), tz=dt.timezone.utc).isoformat()
+    return dt.datetime.fromtimestamp(int(unix_seconds), tz=dt.UTC).isoformat()

@@ -65,7 +65,7 @@ def _parse_summary(blob: object) -> summary_info.SummaryInfo | None:
     if not blob:
         return None
     try:
-        return summary_info.parse(bytes(blob))  # type: ignore[arg-type]
+        return summary_info.parse(bytes(blob))  # type: ignore[call-overload]
     except TypedStreamError:
         return None  # history unreadable: fall back to the current body
 
@@ -85,7 +85,7 @@ def _body(row: Mapping[str, object], info: summary_info.SummaryInfo | None) -> t
     if isinstance(text, str) and text and not ((edited or partly_unsent) and blob):
         return text, False
     if blob:
-        data = bytes(blob)  # type: ignore[arg-type]
+        data = bytes(blob)  # type: ignore[call-overload]
         if partly_unsent:
             assert info is not None
             decoded = typedstream.decode(data)

@@ -216,7 +216,7 @@ class ChatDbReader:
         current_chat: int | None = None
         batch: list[tuple[float, int, Message]] = []
         for row in cursor:
-            record = dict(zip(names, row))
+            record = dict(zip(names, row, strict=True))
             chat_id = record["chat_id"]
             if chat_id != current_chat:
                 if current_chat is not None and batch:

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from imessage_finetune.sources.chatdb import typedstream
 from imessage_finetune.errors import TypedStreamError
+from imessage_finetune.sources.chatdb import typedstream
 
 
 @dataclass(frozen=True)

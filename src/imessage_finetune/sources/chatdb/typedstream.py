@@ -13,7 +13,7 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from typing import TypeVar
 
 from imessage_finetune.errors import TypedStreamError
@@ -89,7 +89,7 @@ def decode(blob: bytes) -> AttributedString:
     reader = _Reader(blob)
     if reader.shared_string(reader.byte()) != b"@":
         raise TypedStreamError("typedstream does not start with an object")
-    root = reader.object(reader.byte())
+    root = reader.read_object(reader.byte())
     if not isinstance(root, AttributedString):
         raise TypedStreamError("typedstream root is not an attributed string")
     if reader.pos != len(blob):
@@ -182,7 +182,7 @@ _Group = tuple[bytes, list[object]]
 class _Reader:
     """Cursor over one typedstream plus its shared-string and object reference tables."""
 
-    __slots__ = ("data", "pos", "strings", "objects", "budget", "depth")
+    __slots__ = ("budget", "data", "depth", "objects", "pos", "strings")
 
     def __init__(self, data: bytes) -> None:
         if not data.startswith(HEADER):
@@ -267,7 +267,7 @@ class _Reader:
             raise TypedStreamError("typedstream C string reference is not a C string")
         return found.value
 
-    def object(self, head: int) -> object:
+    def read_object(self, head: int) -> object:
         if head == NIL:
             return None
         if head != NEW:
@@ -302,7 +302,7 @@ class _Reader:
         if kind in _UNSIGNED:
             return self.integer(self.byte(), False)
         if kind == _AT:
-            return self.object(self.byte())
+            return self.read_object(self.byte())
         if kind == _BYTES:
             return self.take(self.integer(self.byte(), False))
         if kind == _CSTRING:
@@ -506,7 +506,7 @@ def _cut_utf16(text: str, lengths: Sequence[int]) -> tuple[list[str], str]:
     """
     if utf16_len(text) == len(text):
         ends = list(accumulate(lengths, initial=0))
-        return [text[a:b] for a, b in zip(ends, ends[1:])], text[ends[-1] :]
+        return [text[a:b] for a, b in pairwise(ends)], text[ends[-1] :]
     pieces: list[str] = []
     start = position = units = target = 0
     for length in lengths:
