@@ -97,6 +97,16 @@ def small_source(folder: Path) -> Path:
     return db.path
 
 
+def other_build(folder: Path) -> run_lock.RunLock:
+    """This test process holding the folder's lock, as another build would (umask kept)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    lock = run_lock.RunLock(folder)
+    lock.acquire(0, lambda text: None)
+    os.umask(umask)
+    return lock
+
+
 def files(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file below `folder` with its size and modification time."""
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
@@ -188,8 +198,7 @@ def test_a_second_build_waits_for_the_first_says_for_whom_and_gives_up_after_the
     config = write_config(tmp_path, "demo")
     config.write_text(config.read_text().replace('dir = "out"\n', 'dir = "out"\nlock_timeout = 1.5\n'))
     out = tmp_path / "out"
-    lock = run_lock.RunLock(out)
-    lock.acquire(0, lambda text: None)  # this test is "another build"
+    lock = other_build(out)
     stale = out / ".sessions.json.tmp-abc123"
     stale.write_text("being written by the other build")
     try:
@@ -210,8 +219,7 @@ def test_a_second_build_waits_for_the_first_says_for_whom_and_gives_up_after_the
         lock.release()
 
     # The other build goes on while this one waits: it waits, then builds.
-    lock = run_lock.RunLock(out)
-    lock.acquire(0, lambda text: None)
+    lock = other_build(out)
     config.write_text(config.read_text().replace("lock_timeout = 1.5", "lock_timeout = 600"))
     waiting = subprocess.Popen(cli_argv(config, "run", "dataset"), cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     time.sleep(1.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -73,7 +74,8 @@ class ExplainingReporter(ConsoleReporter):
                 self.say(f"stopped: {exc}")
                 self.verbosity = -1  # nothing ran: no summary
                 raise RunStopped(1) from None
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        if in_main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             self._previous_handler = signal.signal(signal.SIGINT, self._interrupt)
 
     def _interrupt(self, signum: int, frame: Any) -> None:
