@@ -59,7 +59,16 @@ def test_diagnose_reports_totals_and_exclusions(builder: ChatDbBuilder, tmp_path
     assert report["owner_rows_without_handle"] == 2
     assert report["excluded"] == {"tapback": 1}
     text = CliRunner().invoke(cli, ["--config", str(config), "diagnose"]).stdout
-    assert "left out: tapback" in text and " 1 (20%)" in text
+    assert "left out: tapback" in text and " 1 rows (20%)" in text
+    # One set of counts: the kept figures are the sessions stage's own.
+    run = CliRunner().invoke(cli, ["--config", str(config), "run", "sessions"])
+    stats = json.loads((tmp_path / "out" / artifacts.SESSIONS.filename).read_text())["stats"]
+    assert (report["kept_from_attributed_body"], report["kept_owner_without_handle"]) == (
+        stats["text_from_attributed_body"],
+        stats["owner_without_handle"],
+    )
+    said = f"({stats['text_from_attributed_body']} with text from attributedBody, {stats['owner_without_handle']} of your own"
+    assert said in run.stderr
 
 
 def test_run_builds_sessions(builder: ChatDbBuilder, tmp_path: Path) -> None:
