@@ -1,7 +1,7 @@
 """One build at a time per artifacts folder.
 
 A build holds `artifacts/.build.lock` for as long as it runs: an exclusive `flock` on the
-file, which holds the pid and command of the run. The system releases the lock when the
+file (on Windows a lock on one byte of it), which holds the pid and command of the run. The system releases the lock when the
 process ends, however it ends, so a lock left by a killed run is simply taken over (and
 said so). A second build waits, saying on stderr which run it waits for, at most
 `[artifacts] lock_timeout` seconds, then stops with one line that says what to do.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import json
 import os
 import sys
@@ -28,6 +27,11 @@ from pathlib import Path
 from imessage_finetune.artifacts import ensure_private_dir
 from imessage_finetune.atomic import clean_stale_temporaries
 from imessage_finetune.errors import FinetuneError
+
+if sys.platform == "win32":
+    import msvcrt
+else:
+    import fcntl
 
 LOCK_FILE = ".build.lock"
 SAY_AFTER = 1.0  # seconds of waiting before saying so (a read-only check holds it for microseconds)
@@ -64,22 +68,81 @@ def _command() -> str:
     return " ".join([name, *sys.argv[1:]])[:200]
 
 
+# Windows locks are mandatory byte ranges, not advisory whole-file locks: the lock is one byte
+# far past the note, so a waiting build can still read who holds it.
+_WINDOWS_LOCK_OFFSET = 1 << 20
+
+
+def _try_lock(fd: int, *, shared: bool = False) -> bool:
+    """Lock `fd` without waiting (exclusive, or shared where the system has it); False when
+    another process holds it."""
+    try:
+        if sys.platform == "win32":
+            os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError here; PermissionError from msvcrt
+        return False
+    return True
+
+
+def _unlock(fd: int) -> None:
+    if sys.platform == "win32":
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _read_head(fd: int) -> bytes:
+    """The first 4 KiB of the lock file (Windows has no pread)."""
+    if sys.platform == "win32":
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.read(fd, 4096)
+    else:
+        return os.pread(fd, 4096, 0)
+
+
+def _write_note(fd: int, note: bytes) -> None:
+    os.ftruncate(fd, 0)
+    if sys.platform == "win32":
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, note)
+    else:
+        os.pwrite(fd, note, 0)
+
+
 def _read(fd: int) -> Holder | None:
     try:
-        data = json.loads(os.pread(fd, 4096, 0) or b"null")
+        data = json.loads(_read_head(fd) or b"null")
         return Holder(int(data["pid"]), str(data["command"]), float(data["started"]))
     except (ValueError, TypeError, KeyError, OSError):
         return None
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+    if sys.platform == "win32":
+        # os.kill(pid, 0) would terminate the process on Windows: ask whether it still runs.
+        import ctypes
+
+        kernel32 = ctypes.windll.kernel32
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        try:
+            code = ctypes.c_ulong()
+            return bool(kernel32.GetExitCodeProcess(handle, ctypes.byref(code))) and code.value == 259  # STILL_ACTIVE
+        finally:
+            kernel32.CloseHandle(handle)
+    else:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
-    return True
 
 
 class RunLock:
@@ -113,9 +176,7 @@ class RunLock:
         started, told = clock(), False
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _try_lock(fd):
                 holder = _read(fd)
                 os.close(fd)
                 waited = clock() - started
@@ -144,8 +205,7 @@ class RunLock:
         if previous is not None and previous.pid != os.getpid() and not _alive(previous.pid):
             say(f"taking over the lock of {self.folder} left by {previous.describe()}, which is no longer running")
         note = json.dumps({"pid": os.getpid(), "command": _command(), "started": time.time()}).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, note, 0)
+        _write_note(fd, note)
         self._fd = fd
         if told:
             say("the other build finished; going on")
@@ -156,9 +216,17 @@ class RunLock:
         """Let the next build go; leave no trace in a folder this build created and left empty."""
         if self._fd is None:
             return
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()  # while still locked, so no other build holds an unlinked file
-        os.close(self._fd)
+        if sys.platform == "win32":
+            # Windows removes no file that is open: close first; a build that opened it in
+            # between keeps it (the unlink then fails, harmlessly).
+            _unlock(self._fd)
+            os.close(self._fd)
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()  # while still locked, so no other build holds an unlinked file
+            os.close(self._fd)
         self._fd = None
         if self._made_folder:
             with contextlib.suppress(OSError):
@@ -209,11 +277,9 @@ def running_build(folder: Path) -> Holder | None:
     except OSError:
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_lock(fd, shared=True):
             return _read(fd) or Holder(0, "another process", time.time())
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        _unlock(fd)
         return None
     finally:
         os.close(fd)
