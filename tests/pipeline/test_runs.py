@@ -160,6 +160,20 @@ def test_an_unreadable_source_is_one_line_exit_1_and_nothing_written(tmp_path: P
     assert not (tmp_path / "out").exists(), files(tmp_path / "out")
 
 
+@pytest.mark.parametrize("how", ["run", "doit"])
+def test_an_artifacts_folder_that_cannot_be_written_is_one_line_exit_1(tmp_path: Path, how: str) -> None:
+    (tmp_path / "a-file").write_text("in the way\n")
+    config = tmp_path / "finetune.toml"
+    config.write_text('[source]\npath = "demo"\n[artifacts]\ndir = "a-file/out"\n')
+    done = cli(config, "run", "dataset") if how == "run" else doit(config, "dataset", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "done:" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"stopped: cannot write in the artifacts folder {tmp_path / 'a-file' / 'out'} (Not a directory); "
+        "give [artifacts] dir a folder you can write in, or fix its permissions"
+    ]
+
+
 # -- 2. doit from any folder ---------------------------------------------------------------------
 
 
@@ -228,6 +242,27 @@ def test_a_second_build_waits_for_the_first_says_for_whom_and_gives_up_after_the
     assert waiting.returncode == 0, said
     assert "the other build finished; going on" in said or "waiting" not in said
     assert not stale.exists()  # the holder of the lock cleans what a killed run left
+
+
+def test_a_build_that_waited_sees_what_the_other_build_recorded(tmp_path: Path) -> None:
+    """doit reads its state before the run takes the lock: the waiting build reads it again,
+    and does not rebuild what the build it waited for has just finished."""
+    config = write_config(tmp_path, "demo")
+    assert cli(config, "run", "dataset").returncode == 0
+    state = tmp_path / "out" / ".doit-state.json"
+    recorded = state.read_bytes()
+    state.unlink()  # as before the other build began
+    lock = other_build(tmp_path / "out")
+    try:
+        waiting = subprocess.Popen(cli_argv(config, "run", "dataset"), cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+        assert waiting.stderr is not None
+        assert waiting.stderr.readline().startswith("waiting for another build of")  # its state is read by now
+        state.write_bytes(recorded)  # what the other build recorded while this one waited
+    finally:
+        lock.release()
+    said = waiting.stderr.read()
+    assert waiting.wait(timeout=900) == 0, said
+    assert "running" not in said and last_line(said).startswith("done: everything is up to date"), said
 
 
 def test_a_killed_builds_lock_is_taken_over(tmp_path: Path) -> None:
@@ -328,3 +363,4 @@ def test_ctrl_c_through_the_cli_is_the_same_line_and_status(tmp_path: Path) -> N
     assert "2 stage(s) rebuilt (demo, snapshot), 0 up to date; not run: merged, dataset" in summary
     assert not (tmp_path / "out" / "sessions.json").exists()
     assert cli(config, "run", "dataset").returncode == 0
+

@@ -80,3 +80,12 @@ def make_crash_safe(dep_manager: Any) -> None:
         dep_manager._set = backend.set
         dep_manager.remove = backend.remove
         dep_manager.remove_all = backend.remove_all
+
+
+def reload_state(dep_manager: Any) -> None:
+    """Read the JSON state again from its file. doit reads it before the run takes the
+    folder's lock; a build that waited for another one must see what that one recorded, or
+    it would rebuild the stages the other build just finished."""
+    backend: Any = getattr(dep_manager, "backend", None)
+    if isinstance(backend, JsonDB):
+        backend._db = backend._load() if os.path.exists(backend.name) else {}

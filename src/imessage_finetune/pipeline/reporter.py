@@ -22,6 +22,7 @@ from doit.task import Task
 from imessage_finetune.config import RunOptions
 from imessage_finetune.errors import FinetuneError
 from imessage_finetune.pipeline import run_lock
+from imessage_finetune.pipeline.doit_state import reload_state
 from imessage_finetune.pipeline.explain import task_reasons, upstream
 
 INTERRUPTED = 130  # the exit status of a process stopped by SIGINT
@@ -74,6 +75,7 @@ class ExplainingReporter(ConsoleReporter):
                 self.say(f"stopped: {exc}")
                 self.verbosity = -1  # nothing ran: no summary
                 raise RunStopped(1) from None
+            reload_state(Globals.dep_manager)  # what a build we waited for recorded
         in_main_thread = threading.current_thread() is threading.main_thread()
         if in_main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             self._previous_handler = signal.signal(signal.SIGINT, self._interrupt)

@@ -41,6 +41,10 @@ class BuildLocked(FinetuneError):
     """Another build of the same artifacts folder kept running past the bounded wait."""
 
 
+class ArtifactsUnwritable(FinetuneError):
+    """The artifacts folder cannot be created or written in (permissions, a file in the way)."""
+
+
 @dataclass(frozen=True)
 class Holder:
     """The run that holds (or last held) the lock."""
@@ -172,10 +176,9 @@ class RunLock:
         the folder. Raises BuildLocked when the other build is still running."""
         self._made_folder = not self.folder.exists()
         os.umask(0o077)  # every file this run creates is private, doit's state file included
-        ensure_private_dir(self.folder)
         started, told = clock(), False
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = self._open()
             if not _try_lock(fd):
                 holder = _read(fd)
                 os.close(fd)
@@ -211,6 +214,18 @@ class RunLock:
             say("the other build finished; going on")
         # Only the holder removes what a killed run left: other builds' files are safe.
         clean_stale_temporaries(self.folder)
+
+    def _open(self) -> int:
+        """The lock file, opened for writing (the folder made private first); one line that
+        says what to do when the folder cannot be written in."""
+        try:
+            ensure_private_dir(self.folder)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ArtifactsUnwritable(
+                f"cannot write in the artifacts folder {self.folder} ({exc.strerror or exc}); "
+                "give [artifacts] dir a folder you can write in, or fix its permissions"
+            ) from None
 
     def release(self) -> None:
         """Let the next build go; leave no trace in a folder this build created and left empty."""
