@@ -1,8 +1,15 @@
 """Fine-tune a language model on your own iMessage history."""
 
-from importlib.metadata import PackageNotFoundError, version
+# The version is looked up when asked for, not on import: importing the package is the first
+# thing the command does, before it can turn a Ctrl-C into one line (launcher.py).
 
-try:
-    __version__ = version("imessage-finetune")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+source"
+
+def __getattr__(name: str) -> str:
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("imessage-finetune")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "0.0.0+source"

@@ -364,3 +364,37 @@ def test_ctrl_c_through_the_cli_is_the_same_line_and_status(tmp_path: Path) -> N
     assert not (tmp_path / "out" / "sessions.json").exists()
     assert cli(config, "run", "dataset").returncode == 0
 
+
+# Ctrl-C while the command imports the pipeline (seconds on a busy machine): SIGINT arrives
+# as `module` is imported.
+STARTING = """
+import builtins, os, signal, sys
+module, program, *argv = sys.argv[1:]
+real_import = builtins.__import__
+
+def strike(name, *args, **kwargs):
+    if name == module:
+        os.kill(os.getpid(), signal.SIGINT)
+    return real_import(name, *args, **kwargs)
+
+builtins.__import__ = strike
+if program == "doit":
+    from doit.doit_cmd import DoitMain
+    sys.exit(DoitMain().run(argv))
+sys.argv[1:] = argv
+from imessage_finetune.launcher import main
+main()
+"""
+
+
+@pytest.mark.parametrize("program", ["imessage-finetune", "doit"])
+def test_ctrl_c_while_the_command_starts_is_one_line_and_exit_130(tmp_path: Path, program: str) -> None:
+    config = write_config(tmp_path, "demo")
+    if program == "doit":
+        argv = [sys.executable, "-c", STARTING, "imessage_finetune.pipeline.tasks", "doit", "-f", str(PROJECT / "dodo.py"), "dataset"]
+    else:
+        argv = [sys.executable, "-c", STARTING, "imessage_finetune.cli", "cli", "--config", str(config), "run", "dataset"]
+    done = run(argv, cwd=tmp_path, env={"IMESSAGE_FINETUNE_CONFIG": str(config)})
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "interrupted while starting; nothing was done\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["finetune.toml"]
