@@ -47,6 +47,34 @@ class ChatDbBusy(ChatDbError):
     """The database stayed locked by another process for longer than the bounded wait."""
 
 
+class BackupError(ChatDbError):
+    """An iPhone or iPad backup folder cannot be read as the Messages source."""
+
+
+class NotABackup(BackupError):
+    """A folder that is not a Finder, iTunes or idevicebackup2 backup."""
+
+
+class BackupWithoutMessages(BackupError):
+    """A backup that holds no messages (the phone keeps them in iCloud only)."""
+
+
+class BackupDamaged(BackupError):
+    """A backup whose files are truncated, missing or undecipherable."""
+
+
+class BackupPasswordError(BackupError):
+    """An encrypted backup with no password given, or a wrong one (never shown)."""
+
+
+class BackupUnsupported(BackupError):
+    """A backup made by an iOS version whose format or encryption the readers do not know."""
+
+
+class BackupPermissionDenied(BackupError):
+    """The operating system refused to read the backup (on macOS: Full Disk Access)."""
+
+
 class ContactsError(FinetuneError):
     """The Contacts (AddressBook) database cannot be read."""
 
