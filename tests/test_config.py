@@ -60,7 +60,7 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     ("raw", "message"),
     [
         ({"sourse": {}}, r"unknown section \[sourse\]"),
-        ({"source": {"pth": "x"}}, r"unknown key source\.pth; known keys in \[source\]: busy_timeout, contacts, path"),
+        ({"source": {"pth": "x"}}, r"unknown key source\.pth; known keys in \[source\]: backup_password_file, busy_timeout, contacts, path"),
         ({"sessions": {"groups": "yes"}}, r"sessions\.groups must be true or false, got 'yes'"),
         ({"sessions": {"attachments": "keep"}}, r"sessions\.attachments must be one of 'skip', 'placeholder'"),
         ({"sessions": {"include_chats": "Alice"}}, r"sessions\.include_chats must be a list of strings"),

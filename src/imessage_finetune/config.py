@@ -42,11 +42,13 @@ DEFAULT_CHAT_DB = "~/Library/Messages/chat.db"
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """`[source]`: the Messages database to read and the Contacts databases that name its handles."""
+    """`[source]`: the Messages database (or iPhone backup) to read and the Contacts databases
+    that name its handles."""
 
     path: str = DEMO_SOURCE
     contacts: str | list[str] = "auto"
     busy_timeout: float = 10.0
+    backup_password_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,11 @@ class Config:
     def source_path(self) -> Path:
         """The configured chat.db, `~` expanded (not meaningful for the demo source)."""
         return (self.base_dir / Path(self.source.path).expanduser()).resolve()
+
+    def backup_password_path(self) -> Path | None:
+        """The file holding an encrypted backup's password, if one is configured."""
+        value = self.source.backup_password_file
+        return (self.base_dir / Path(value).expanduser()).resolve() if value else None
 
     def contacts_paths(self) -> list[Path] | None:
         """Explicit Contacts databases; None for `auto` (detect them), [] for `none`."""
