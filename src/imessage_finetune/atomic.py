@@ -20,6 +20,9 @@ TEMP_MARKER = ".tmp-"
 
 
 def _fsync_dir(folder: Path) -> None:
+    # Windows cannot open a folder as a file (and NTFS journals the rename itself).
+    if os.name == "nt":
+        return
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -112,8 +112,9 @@ def check_database_file(path: Path, kind: DatabaseKind = CHAT_DB) -> bool:
 
 
 def _uri(path: Path, **params: str) -> str:
+    # as_uri() percent-encodes and writes Windows paths as file:///C:/..., which SQLite expects.
     query = urllib.parse.urlencode(params)
-    return f"file:{urllib.parse.quote(str(path))}?{query}"
+    return f"{Path(path).absolute().as_uri()}?{query}"
 
 
 def _file_identity(path: Path) -> tuple[int, int, int] | None:
