@@ -19,7 +19,6 @@ from imessage_finetune.fixtures.ios_backup import (
     ADDRESSBOOK,
     SMS,
     SMS_WAL,
-    Device,
     Encryption,
     write_backup,
     write_ios_addressbook,
