@@ -1,4 +1,5 @@
-"""Shared fixtures: the real Apple test data beside the project, and a chat.db builder."""
+"""Shared fixtures: the real Apple test data beside the project, a chat.db builder, and a
+phone's databases for iPhone backups."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from chatdb_builder import ChatDbBuilder
+from ios_backup_builder import PhoneHistory, phone_history
 
 pytest_plugins = ["fake_openai"]
 SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "chatdb-fixtures"
@@ -26,3 +28,9 @@ def builder(tmp_path: Path) -> ChatDbBuilder:
     db = ChatDbBuilder(tmp_path / "chat.db")
     yield db
     db.conn.close()
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> PhoneHistory:
+    """A phone's Messages and Contacts databases (built once per module) for backups of it."""
+    return phone_history(tmp_path_factory.mktemp("phone"))

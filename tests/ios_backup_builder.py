@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatdb_builder import BASE_TIME, ChatDbBuilder
-from imessage_finetune.chatdb.contacts import Contact, write_addressbook
+from imessage_finetune.fixtures.addressbook import write_addressbook
+from imessage_finetune.sources.contacts import Contact
 from imessage_finetune.fixtures.ios_backup import (
     ADDRESSBOOK,
     SMS,

@@ -65,16 +65,32 @@ def _config(ctx: click.Context) -> Config:
 
 
 @contextmanager
-def _database(ctx: click.Context, db: Path | None) -> Iterator[tuple[Path, ContactBook, Config]]:
-    """The database to look at and its contact names: --db (with the Mac's own Contacts, or
-    the configured ones), else the configured source. A demo not built yet is built in a
-    temporary folder: looking writes nothing into the artifacts."""
+def _database(ctx: click.Context, db: Path | None) -> Iterator[tuple[Path, Path, ContactBook, Config]]:
+    """The database to open, the path to show for it, and its contact names: --db (with the
+    Mac's own Contacts, or the configured ones), else the configured source. A demo not built
+    yet is built in a temporary folder: looking writes nothing into the artifacts. A backup
+    folder's sms.db is copied (or decrypted) into a private folder inside the artifacts
+    folder, the only place its plaintext may go, and removed afterwards; its names come from
+    its own Contacts unless [source] contacts lists others."""
     config = _config(ctx)
+    source = db.expanduser() if db is not None else source_database(config)
+    if not config.uses_demo and source.is_dir():
+        from imessage_finetune.pipeline.console import Console
+        from imessage_finetune.pipeline.tasks import prepare
+        from imessage_finetune.sources.ios_backup import backup_database
+        from imessage_finetune.stages.snapshot import backup_password
+
+        prepare(config.artifacts_dir)
+        password = backup_password(config, Console(_options(ctx)).secret)
+        timeout = config.source.busy_timeout
+        with backup_database(source, config.artifacts_dir, password, config.contacts_paths(), timeout) as found:
+            yield found.sms_db, source, found.book, config
+        return
     with tempfile.TemporaryDirectory(prefix="imessage-finetune-demo-") as scratch:
         if db is not None:
-            path, contacts = db.expanduser(), contacts_sources(config.contacts_paths())
+            path, contacts = source, contacts_sources(config.contacts_paths())
         else:
-            path, contacts = source_database(config), contacts_databases(config)
+            path, contacts = source, contacts_databases(config)
             if config.uses_demo and not path.exists():
                 from imessage_finetune.fixtures.demo import build_demo
 
@@ -82,7 +98,7 @@ def _database(ctx: click.Context, db: Path | None) -> Iterator[tuple[Path, Conta
                 path = built.chat_db
                 if config.contacts_paths() is None:
                     contacts = [built.addressbook]
-        yield path, read_contacts(contacts, config.source.busy_timeout), config
+        yield path, path, read_contacts(contacts, config.source.busy_timeout), config
 
 
 class _Group(click.Group):
@@ -158,7 +174,7 @@ def run(ctx: click.Context, stage: str, force: bool, yes: bool) -> None:
 
 
 @cli.command(name="conversations")
-@click.option("--db", type=click.Path(path_type=Path), help="A chat.db (default: the configured source).")
+@click.option("--db", type=click.Path(path_type=Path), help="A chat.db or an iPhone backup folder (default: the configured source).")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.pass_context
 def conversations_command(ctx: click.Context, db: Path | None, as_json: bool) -> None:
@@ -168,7 +184,7 @@ def conversations_command(ctx: click.Context, db: Path | None, as_json: bool) ->
     Example:
       imessage-finetune conversations --db ~/Library/Messages/chat.db
     """
-    with _database(ctx, db) as (path, contacts, config):
+    with _database(ctx, db) as (path, _, contacts, config):
         with open_chat_db(path, busy_timeout=config.source.busy_timeout) as conn:
             found = conversations(conn, contacts, config.sessions.owner_name)
     if as_json:
@@ -207,7 +223,7 @@ def conversations_command(ctx: click.Context, db: Path | None, as_json: bool) ->
 
 
 @cli.command(name="diagnose")
-@click.option("--db", type=click.Path(path_type=Path), help="A chat.db (default: the configured source).")
+@click.option("--db", type=click.Path(path_type=Path), help="A chat.db or an iPhone backup folder (default: the configured source).")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.pass_context
 def diagnose_command(ctx: click.Context, db: Path | None, as_json: bool) -> None:
@@ -217,9 +233,9 @@ def diagnose_command(ctx: click.Context, db: Path | None, as_json: bool) -> None
     Example:
       imessage-finetune diagnose --json
     """
-    with _database(ctx, db) as (path, contacts, config):
+    with _database(ctx, db) as (path, shown, contacts, config):
         with open_chat_db(path, busy_timeout=config.source.busy_timeout) as conn:
-            report = diagnose(conn, path, contacts, reader_options(config))
+            report = diagnose(conn, shown, contacts, reader_options(config))
     if as_json:
         click.echo(dump_json(dataclasses.asdict(report)).decode(), nl=False)
         return
@@ -247,6 +263,73 @@ def diagnose_command(ctx: click.Context, db: Path | None, as_json: bool) -> None
     ]
     lines += [(f"left out: {reason}", str(n)) for reason, n in report.excluded.items()]
     _table(lines)
+
+
+@cli.command(name="backups")
+@click.option(
+    "--path",
+    "paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A folder of backups, or one backup (repeatable; default: where Finder and iTunes keep them).",
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+def backups_command(paths: tuple[Path, ...], as_json: bool) -> None:
+    """List iPhone and iPad backups: device, iOS version, date, encrypted, folder.
+
+    Set [source] path to a backup's FOLDER to train on its messages. Without --path, looks
+    where Finder (macOS) and iTunes or Apple Devices (Windows) keep backups; on Linux give the
+    folder idevicebackup2 wrote to.
+
+    \b
+    Example:
+      imessage-finetune backups --path ~/iphone-backups
+    """
+    from imessage_finetune.sources.ios_backup import default_backup_roots, find_backups
+
+    roots = [p.expanduser() for p in paths] or default_backup_roots()
+    if not roots:
+        raise click.UsageError(
+            "there is no usual backup folder on this system: give the folder idevicebackup2 "
+            "wrote to with --path"
+        )
+    for root in roots[: len(paths)]:
+        if not root.exists():
+            raise click.ClickException(f"{root} not found; give a folder of backups or a backup folder")
+    found = find_backups(roots)
+    if as_json:
+        document = [
+            {
+                "folder": str(b.path),
+                "device_name": b.device_name,
+                "ios_version": b.ios_version,
+                "product_type": b.product_type,
+                "udid": b.udid,
+                "date": b.date.isoformat() if b.date else None,
+                "encrypted": b.encrypted,
+                "finished": b.finished,
+                "problem": b.problem,
+            }
+            for b in found
+        ]
+        click.echo(dump_json(document).decode(), nl=False)
+        return
+    if not found:
+        click.echo(f"no backups in {', '.join(str(r) for r in roots)}", err=True)
+        return
+    rows = [("DEVICE", "IOS", "DATE (UTC)", "ENCRYPTED", "FOLDER")]
+    for b in found:
+        rows.append(
+            (
+                b.device_name or f"({b.problem or 'unknown device'})",
+                b.ios_version or "?",
+                (f"{b.date:%Y-%m-%d %H:%M}" if b.date else "?") + ("" if b.finished else " (unfinished)"),
+                "?" if b.problem else "yes" if b.encrypted else "no",
+                str(b.path),
+            )
+        )
+    _table(rows)
+    click.echo(f"{len(found)} backup(s); set [source] path to a FOLDER to use it", err=True)
 
 
 @cli.command(name="validate")

@@ -509,6 +509,9 @@ class ConfigLike(Protocol):
     def contacts_paths(self) -> list[Path] | None:
         """Explicit Contacts databases; None for auto."""
 
+    def backup_password_path(self) -> Path | None:
+        """The file holding an encrypted backup's password, if configured."""
+
 
 def config_keys(section: Any, prefix: str) -> list[str]:
     """Every key of a section (dataclass) as `prefix.key`, nested tables expanded."""
@@ -534,6 +537,7 @@ class ConfigView:
     uses_demo = Config.uses_demo
     source_path = Config.source_path
     contacts_paths = Config.contacts_paths
+    backup_password_path = Config.backup_password_path
 
     def __init__(self, config: Config, keys: Iterable[str], owner: str) -> None:
         self._config = config

@@ -43,3 +43,10 @@ class Console:
         if not sys.stdin.isatty():
             return None
         return click.confirm(question, default=False, err=True)
+
+    def secret(self, question: str) -> str | None:
+        """A secret typed on the terminal without echo; None without a terminal."""
+        if not sys.stdin.isatty():
+            return None
+        answer: str = click.prompt(question, hide_input=True, err=True)
+        return answer

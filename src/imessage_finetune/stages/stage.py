@@ -9,7 +9,7 @@ stage names all come from these declarations (`pipeline/tasks.py`).
 
 The function a stage runs gets a `StageContext`: the configuration as a `ConfigView` that
 allows only the declared keys, the run's options, where the artifacts are, and how to report
-(`say`, `progress`, `ask`). A stage never prints, prompts or exits.
+(`say`, `progress`, `ask`, `secret`). A stage never prints, prompts or exits.
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ class Console(Protocol):
     def ask(self, question: str) -> bool | None:
         """A yes/no answer from the person running the pipeline; None when nobody can be
         asked (no terminal)."""
+        ...
+
+    def secret(self, question: str) -> str | None:
+        """A secret typed without echo (a backup's password); None when nobody can be asked."""
         ...
 
 
@@ -78,6 +82,10 @@ class StageContext:
     def ask(self, question: str) -> bool | None:
         """A yes/no answer (None when there is no terminal to ask on)."""
         return self.console.ask(question)
+
+    def secret(self, question: str) -> str | None:
+        """A secret typed without echo (None when there is no terminal to ask on)."""
+        return self.console.secret(question)
 
 
 Keys = Sequence[str] | Callable[[Config], Sequence[str]]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from ...chatdb.contacts import Contact
-from ...errors import ContactsError
+from imessage_finetune.sources.contacts import Contact
+from imessage_finetune.errors import ContactsError
 
 PHONE_PROPERTY = 3  # kABPersonPhoneProperty
 EMAIL_PROPERTY = 4  # kABPersonEmailProperty

@@ -25,15 +25,15 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from ...atomic import TEMP_MARKER
-from ...chatdb.schema import REQUIRED_TABLES
-from ...errors import (
+from imessage_finetune.atomic import TEMP_MARKER
+from imessage_finetune.sources.chatdb.schema import REQUIRED_TABLES
+from imessage_finetune.errors import (
     BackupDamaged,
     BackupPasswordError,
     BackupUnsupported,
     BackupWithoutMessages,
 )
-from .folder import (
+from imessage_finetune.sources.ios_backup.folder import (
     ADDRESSBOOK_DB,
     HOME_DOMAIN,
     LEGACY_MANIFEST,

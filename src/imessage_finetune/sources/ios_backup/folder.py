@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...errors import BackupDamaged, BackupPermissionDenied, NotABackup
+from imessage_finetune.errors import BackupDamaged, BackupPermissionDenied, NotABackup
 
 INFO_PLIST = "Info.plist"
 MANIFEST_PLIST = "Manifest.plist"
@@ -71,7 +71,7 @@ def permission_hint(platform: str | None = None) -> str:
     platform = sys.platform if platform is None else platform
     if platform == "darwin":
         # Imported here: connection.py belongs to the chat.db reader, and only macOS needs it.
-        from ...chatdb.connection import full_disk_access_hint
+        from imessage_finetune.sources.chatdb.connection import full_disk_access_hint
 
         return f"macOS protects the MobileSync folder like Messages: {full_disk_access_hint()}"
     return "check that your user account may read it (or copy the backup to a folder you own)"

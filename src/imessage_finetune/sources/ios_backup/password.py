@@ -12,9 +12,9 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from ...errors import BackupPasswordError
-from .extract import PASSWORD_HELP, Password, PasswordProvider
-from .folder import BackupInfo
+from imessage_finetune.errors import BackupPasswordError
+from imessage_finetune.sources.ios_backup.extract import PASSWORD_HELP, Password, PasswordProvider
+from imessage_finetune.sources.ios_backup.folder import BackupInfo
 
 PASSWORD_ENV = "IMESSAGE_FINETUNE_BACKUP_PASSWORD"
 
