@@ -67,6 +67,30 @@ def test_conversations_and_diagnose_read_a_backup_like_its_chat_db(tmp_path: Pat
     assert not list((tmp_path / "b" / "out").glob(".ios-backup*"))
 
 
+def test_reading_a_backup_waits_for_a_build_of_the_same_folder(tmp_path: Path, history) -> None:
+    """The backup's copy goes into the artifacts folder, whose build removes what it takes for
+    a killed run's files: `conversations` takes the build lock, waits for a running build, and
+    gives up after [artifacts] lock_timeout with one line, leaving the folder as it was."""
+    from imessage_finetune.pipeline import run_lock
+
+    backup = make_backup(tmp_path / "backup", history)
+    config = project(tmp_path, backup)
+    config.write_text(config.read_text(encoding="utf-8") + "lock_timeout = 0.5\n", encoding="utf-8")
+    build = run_lock.RunLock(tmp_path / "out")
+    build.acquire(0, print)
+    try:
+        before = sorted(p.name for p in (tmp_path / "out").iterdir())
+        waited = CliRunner().invoke(cli, ["--config", str(config), "conversations"])
+        assert waited.exit_code == 1, waited.output
+        assert waited.stderr.splitlines()[-1].startswith(f"Error: another build of {tmp_path / 'out'} is still running")
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == before
+    finally:
+        build.release()
+    done = CliRunner().invoke(cli, ["--config", str(config), "conversations"])
+    assert done.exit_code == 0 and "Alice Liddell" in done.stdout, done.output
+    assert not (tmp_path / "out").exists()  # the lock made the folder and left it empty: removed
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
 def test_password_is_asked_on_a_terminal_without_echo(tmp_path: Path, history) -> None:
     """No file, no variable, but a terminal: the command asks, the typed password is not echoed."""

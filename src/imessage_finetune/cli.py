@@ -76,15 +76,17 @@ def _database(ctx: click.Context, db: Path | None) -> Iterator[tuple[Path, Path,
     source = db.expanduser() if db is not None else source_database(config)
     if not config.uses_demo and source.is_dir():
         from imessage_finetune.pipeline.console import Console
-        from imessage_finetune.pipeline.tasks import prepare
         from imessage_finetune.sources.ios_backup import backup_database
         from imessage_finetune.stages.snapshot import backup_password
 
-        prepare(config.artifacts_dir)
-        password = backup_password(config, Console(_options(ctx)).secret)
+        console = Console(_options(ctx))
+        password = backup_password(config, console.secret)
         timeout = config.source.busy_timeout
-        with backup_database(source, config.artifacts_dir, password, config.contacts_paths(), timeout) as found:
-            yield found.sms_db, source, found.book, config
+        # The build lock prepares the private folder (and removes a copy a killed run left) and
+        # keeps a build from cleaning it while the copy is read.
+        with run_lock.held(config.artifacts_dir, config.artifacts.lock_timeout, console.say):
+            with backup_database(source, config.artifacts_dir, password, config.contacts_paths(), timeout) as found:
+                yield found.sms_db, source, found.book, config
         return
     with tempfile.TemporaryDirectory(prefix="imessage-finetune-demo-") as scratch:
         if db is not None:
@@ -174,7 +176,11 @@ def run(ctx: click.Context, stage: str, force: bool, yes: bool) -> None:
 
 
 @cli.command(name="conversations")
-@click.option("--db", type=click.Path(path_type=Path), help="A chat.db or an iPhone backup folder (default: the configured source).")
+@click.option(
+    "--db",
+    type=click.Path(path_type=Path),
+    help="A chat.db or an iPhone backup folder (default: the configured source).",
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.pass_context
 def conversations_command(ctx: click.Context, db: Path | None, as_json: bool) -> None:
@@ -223,7 +229,11 @@ def conversations_command(ctx: click.Context, db: Path | None, as_json: bool) ->
 
 
 @cli.command(name="diagnose")
-@click.option("--db", type=click.Path(path_type=Path), help="A chat.db or an iPhone backup folder (default: the configured source).")
+@click.option(
+    "--db",
+    type=click.Path(path_type=Path),
+    help="A chat.db or an iPhone backup folder (default: the configured source).",
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.pass_context
 def diagnose_command(ctx: click.Context, db: Path | None, as_json: bool) -> None:
@@ -290,8 +300,7 @@ def backups_command(paths: tuple[Path, ...], as_json: bool) -> None:
     roots = [p.expanduser() for p in paths] or default_backup_roots()
     if not roots:
         raise click.UsageError(
-            "there is no usual backup folder on this system: give the folder idevicebackup2 "
-            "wrote to with --path"
+            "there is no usual backup folder on this system: give the folder idevicebackup2 wrote to with --path"
         )
     for root in roots[: len(paths)]:
         if not root.exists():

@@ -113,6 +113,11 @@ def backup_folder(config: ConfigLike) -> Path | None:
     return path if path.is_dir() else None
 
 
+def _explicit_contacts(config: ConfigLike) -> list[Path] | None:
+    """The Contacts databases named in [source] contacts; None for auto (for a backup: its own)."""
+    return config.contacts_paths()
+
+
 def backup_password(config: ConfigLike, ask: Callable[[str], str | None] | None) -> PasswordProvider:
     """Where an encrypted backup's password comes from: [source] backup_password_file, the
     environment, then `ask` (a question on the terminal, without echo)."""
@@ -187,7 +192,7 @@ def watched(config: ConfigView) -> list[Path]:
     (no password needed), so a newer backup of the phone rebuilds the snapshot."""
     backup = backup_folder(config)
     if backup is not None:
-        explicit = config.contacts_paths()
+        explicit = _explicit_contacts(config)
         return watched_files(backup, contacts=explicit is None) + (explicit or [])
     return source_files(source_database(config)) + _contacts_or_none(config)
 
@@ -197,7 +202,7 @@ def params(config: ConfigView) -> dict[str, Any]:
     saved in doit's state file)."""
     backup = backup_folder(config)
     if backup is not None:
-        explicit = config.contacts_paths()
+        explicit = _explicit_contacts(config)
         return {"source": str(backup), "contacts": "backup" if explicit is None else [str(p) for p in explicit]}
     return {"source": str(source_database(config)), "contacts": [str(p) for p in _contacts_or_none(config)]}
 
@@ -208,7 +213,7 @@ def check(ctx: StageContext) -> None:
     backup = backup_folder(ctx.config)
     if backup is not None:
         read_backup_info(backup)  # a folder that is not a backup, or that macOS guards
-        for path in ctx.config.contacts_paths() or []:
+        for path in _explicit_contacts(ctx.config) or []:
             check_database_file(path, ADDRESSBOOK)
         return
     check_database_file(source_database(ctx.config), CHAT_DB)
@@ -223,12 +228,12 @@ def _run_backup(ctx: StageContext, backup: Path) -> None:
         ctx.path(artifacts.CONTACTS),
         work_parent=ctx.artifacts_dir,
         password=backup_password(ctx.config, ctx.secret),
-        contacts=ctx.config.contacts_paths(),
+        contacts=_explicit_contacts(ctx.config),
         busy_timeout=ctx.config.source.busy_timeout,
     )
     info, summary, people = done.backup, done.snapshot, done.contacts
     when = f", backed up {info.date:%Y-%m-%d %H:%M} UTC" if info.date else ""
-    if ctx.config.contacts_paths() is not None:
+    if _explicit_contacts(ctx.config) is not None:
         origin = f"from {people.sources} Contacts database(s)"
     else:
         origin = "from the backup's Contacts" if people.sources else "(the backup holds no Contacts database)"

@@ -8,8 +8,20 @@ names of its handles; `read_ios_contacts` reads the iOS Contacts schema;
 
 from imessage_finetune.sources.ios_backup.addressbook import read_ios_contacts
 from imessage_finetune.sources.ios_backup.database import BackupDatabase, backup_database, ios_contact_book
-from imessage_finetune.sources.ios_backup.extract import ExtractedBackup, Password, PasswordProvider, extracted_backup, watched_files
-from imessage_finetune.sources.ios_backup.folder import BackupInfo, default_backup_roots, find_backups, is_backup, read_backup_info
+from imessage_finetune.sources.ios_backup.extract import (
+    ExtractedBackup,
+    Password,
+    PasswordProvider,
+    extracted_backup,
+    watched_files,
+)
+from imessage_finetune.sources.ios_backup.folder import (
+    BackupInfo,
+    default_backup_roots,
+    find_backups,
+    is_backup,
+    read_backup_info,
+)
 from imessage_finetune.sources.ios_backup.password import PASSWORD_ENV, password_provider
 
 __all__ = [

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from imessage_finetune.sources.contacts import Contact
 from imessage_finetune.errors import ContactsError
+from imessage_finetune.sources.contacts import Contact
 
 PHONE_PROPERTY = 3  # kABPersonPhoneProperty
 EMAIL_PROPERTY = 4  # kABPersonEmailProperty
@@ -36,9 +36,7 @@ def read_ios_contacts(conn: sqlite3.Connection, where: str = "the AddressBook.sq
     try:
         tables = {str(r[0]).lower() for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "abperson" not in tables:
-            raise ContactsError(
-                f"{where} is not an iOS Contacts database: it has no ABPerson table; make a new backup"
-            )
+            raise ContactsError(f"{where} is not an iOS Contacts database: it has no ABPerson table; make a new backup")
         present = _columns(conn, "ABPerson")
         names_sql = ", ".join(c if c.lower() in present else f"NULL AS {c}" for c in NAME_COLUMNS)
         cards = {

@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from imessage_finetune.atomic import TEMP_MARKER
-from imessage_finetune.sources.chatdb.schema import REQUIRED_TABLES
 from imessage_finetune.errors import (
     BackupDamaged,
     BackupPasswordError,
     BackupUnsupported,
     BackupWithoutMessages,
 )
+from imessage_finetune.sources.chatdb.schema import REQUIRED_TABLES
 from imessage_finetune.sources.ios_backup.folder import (
     ADDRESSBOOK_DB,
     HOME_DOMAIN,
@@ -147,8 +147,7 @@ def _extract(info: BackupInfo, work: Path, password: PasswordProvider | None, co
     rows = _lookup(info, manifest, wanted)
     if SMS_DB not in rows:
         raise BackupWithoutMessages(
-            f"{info.path} ({_device(info)}) holds no messages: it has no {HOME_DOMAIN} {SMS_DB}; "
-            f"{ICLOUD_ADVICE}"
+            f"{info.path} ({_device(info)}) holds no messages: it has no {HOME_DOMAIN} {SMS_DB}; {ICLOUD_ADVICE}"
         )
     sms_db = _take_database(reader, rows, SMS_DB, work / "sms.db")
     if _message_count(info, sms_db) == 0:
@@ -175,10 +174,7 @@ class _Row:
 def _lookup(info: BackupInfo, manifest: Path, wanted: list[str]) -> dict[str, _Row]:
     """Files table rows of the wanted HomeDomain files (regular files only)."""
     marks = ", ".join("?" for _ in wanted)
-    sql = (
-        "SELECT fileID, relativePath, file FROM Files "
-        f"WHERE domain = ? AND flags = ? AND relativePath IN ({marks})"
-    )
+    sql = f"SELECT fileID, relativePath, file FROM Files WHERE domain = ? AND flags = ? AND relativePath IN ({marks})"
     try:
         conn = sqlite3.connect(manifest)
         try:
@@ -187,8 +183,7 @@ def _lookup(info: BackupInfo, manifest: Path, wanted: list[str]) -> dict[str, _R
             conn.close()
     except sqlite3.DatabaseError as exc:
         raise BackupDamaged(
-            f"{info.path / MANIFEST_DB} is damaged ({exc}): the backup may have been interrupted; "
-            "make a new backup"
+            f"{info.path / MANIFEST_DB} is damaged ({exc}): the backup may have been interrupted; make a new backup"
         ) from None
     rows = {}
     for identifier, relative_path, blob in found:
@@ -324,8 +319,7 @@ class _EncryptedReader(_PlainReader):
             raise self._unsupported(exc) from None
         if not unlocked:
             raise BackupPasswordError(
-                f"wrong password for the encrypted backup {info.path} ({_device(info)}); it came "
-                f"from {given.origin}"
+                f"wrong password for the encrypted backup {info.path} ({_device(info)}); it came from {given.origin}"
             )
 
     def _unsupported(self, exc: BaseException | str) -> BackupUnsupported:
@@ -351,8 +345,7 @@ class _EncryptedReader(_PlainReader):
             raise BackupDamaged(f"{source} is missing: the backup is incomplete; make a new backup") from None
         except ValueError as exc:
             raise BackupDamaged(
-                f"{what} does not decrypt ({exc}): the backup is damaged or was interrupted; make a "
-                "new backup"
+                f"{what} does not decrypt ({exc}): the backup is damaged or was interrupted; make a new backup"
             ) from None
 
     def manifest(self, target: Path) -> Path:
@@ -373,8 +366,7 @@ class _EncryptedReader(_PlainReader):
             raise self._unsupported(exc) from None
         if wrapped is None:
             raise BackupDamaged(
-                f"{self.info.path} has no key for {row.relative_path}: the backup is damaged; make a "
-                "new backup"
+                f"{self.info.path} has no key for {row.relative_path}: the backup is damaged; make a new backup"
             )
         key = self._unwrap(protection_class, bytes(wrapped))
         self._decrypt(self._blob(row), key, target, f"the backup's {row.relative_path}")

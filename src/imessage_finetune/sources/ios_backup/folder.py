@@ -101,9 +101,7 @@ def read_plist(path: Path) -> dict[str, Any]:
     try:
         document = plistlib.loads(data)
     except Exception:  # plistlib raises several types for damaged input
-        raise BackupDamaged(
-            f"{path} is damaged (not a property list): make a new backup"
-        ) from None
+        raise BackupDamaged(f"{path} is damaged (not a property list): make a new backup") from None
     if not isinstance(document, dict):
         raise BackupDamaged(f"{path} is damaged (not a dictionary): make a new backup")
     return document
@@ -137,7 +135,7 @@ def _utc(value: Any) -> dt.datetime | None:
     if not isinstance(value, dt.datetime):
         return None
     # plistlib returns naive datetimes that are UTC (plist dates are UTC by definition).
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 def read_backup_info(folder: Path) -> BackupInfo:
@@ -229,5 +227,5 @@ def find_backups(roots: list[Path]) -> list[BackupInfo]:
                 found[folder] = read_backup_info(folder)
             except (BackupDamaged, NotABackup) as exc:
                 found[folder] = BackupInfo(folder, "", "", "", folder.name, None, False, False, str(exc))
-    epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
     return sorted(found.values(), key=lambda b: (b.date or epoch, str(b.path)), reverse=True)

@@ -54,7 +54,9 @@ def password_provider(
     def provide(info: BackupInfo) -> Password:
         env = os.environ if environ is None else environ
         if password_file is not None:
-            return Password(read_password_file(password_file), f"the file {password_file} ([source] backup_password_file)")
+            return Password(
+                read_password_file(password_file), f"the file {password_file} ([source] backup_password_file)"
+            )
         if env.get(PASSWORD_ENV):
             return Password(env[PASSWORD_ENV], f"the environment variable {PASSWORD_ENV}")
         answer = ask(info) if ask is not None else None
