@@ -33,6 +33,8 @@ def test_password_comes_from_the_file_then_the_environment_then_the_question(tmp
         return "typed"
 
     assert password_provider(secret, ask, env)(info).value == " spaced "
+    secret.write_bytes(b"\xef\xbb\xbf spaced \r\n")  # Notepad's "UTF-8 with BOM"
+    assert password_provider(secret, ask, env)(info).value == " spaced "
     assert password_provider(None, ask, env)(info).value == "from env"
     assert password_provider(None, ask, {})(info).value == "typed" and asked == ["asked"]
     assert "spaced" not in repr(password_provider(secret)(info))

@@ -23,10 +23,11 @@ Asker = Callable[[BackupInfo], "str | None"]
 
 
 def read_password_file(path: Path) -> str:
-    """The password in a file: its text without the final line ending (spaces are kept)."""
+    """The password in a file: its text without the final line ending (spaces are kept) and
+    without the byte-order mark Windows editors may put first."""
     key = "[source] backup_password_file"
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise BackupPasswordError(f"the password file {path} ({key}) does not exist") from None
     except IsADirectoryError:
