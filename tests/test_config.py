@@ -82,8 +82,21 @@ def test_missing_or_malformed_file_is_explained(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found; create it"):
         load_config(tmp_path / "none.toml")
     (tmp_path / "bad.toml").write_text("[source\npath = 1")
-    with pytest.raises(ConfigError, match="is not valid TOML"):
+    with pytest.raises(ConfigError, match="is not valid TOML") as bad:
         load_config(tmp_path / "bad.toml")
+    assert "backslash" not in str(bad.value)
+
+
+def test_a_windows_config_is_read_or_its_mistake_explained(tmp_path: Path) -> None:
+    """A byte-order mark (Notepad's "UTF-8 with BOM") is not a mistake; a Windows path pasted
+    in double quotes is explained, with the spelling TOML keeps as it is."""
+    config = tmp_path / "finetune.toml"
+    config.write_bytes("\ufeff[source]\npath = 'C:\\Users\\ana\\Backup'\n".encode())
+    assert str(load_config(config).source.path) == "C:\\Users\\ana\\Backup"
+    config.write_text('[source]\npath = "C:\\Users\\ana\\Backup"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="is not valid TOML") as pasted:
+        load_config(config)
+    assert "write a Windows path in single quotes (path = 'C:\\Users\\...')" in str(pasted.value)
 
 
 def test_a_view_allows_only_declared_keys_and_what_derives_from_them() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -226,17 +227,31 @@ def find_config(project_dir: Path) -> Path:
     return (project_dir / CONFIG_FILENAME).resolve()
 
 
+def _backslash_hint(text: str, exc: tomllib.TOMLDecodeError) -> str:
+    """What to do when the line TOML refused holds a backslash in double quotes: most likely a
+    Windows path pasted as it is (`"C:\\Users\\..."`), where TOML reads escapes."""
+    found = re.search(r"at line (\d+)", str(exc))
+    lines = text.splitlines()
+    if found is None or not 0 < int(found.group(1)) <= len(lines):
+        return ""
+    if not re.search(r'"[^"]*\\', lines[int(found.group(1)) - 1]):
+        return ""
+    return "; in double quotes a backslash starts an escape: write a Windows path in single quotes (path = 'C:\\Users\\...') or with forward slashes"
+
+
 def load_config(path: Path) -> Config:
     """Read and check a config file; every problem is a ConfigError naming the file and key."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: Windows editors may save the file with a byte-order mark first.
+        text = path.read_text(encoding="utf-8-sig")
+        raw = tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError(
             f"config file {path} not found; create it (see finetune.toml in the project for "
             f"every key) or point {CONFIG_ENV} at one"
         ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"{path} is not valid TOML: {exc}{_backslash_hint(text, exc)}") from None
     return config_from_dict(raw, base_dir=path.parent, file=path)
 
 
