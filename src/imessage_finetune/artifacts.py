@@ -47,6 +47,8 @@ SESSIONS = Artifact("sessions", "sessions.json", schema="sessions.schema.json")
 MERGED = Artifact("merged", "merged.json", schema="merged.schema.json")
 TRAIN = Artifact("train", "train.jsonl", schema="train_line.schema.json")
 VALIDATION = Artifact("validation", "validation.jsonl", schema="train_line.schema.json")
+# The newest conversations, never trained on: what `evaluate` measures the model on.
+HELDOUT = Artifact("heldout", "heldout.jsonl", schema="train_line.schema.json")
 DATASET_REPORT = Artifact("dataset_report", "dataset-report.json", schema="dataset_report.schema.json")
 
 # Receipts of remote work: never deleted by `doit clean` (forgetting them takes `forget`).

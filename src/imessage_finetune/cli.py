@@ -32,6 +32,7 @@ from imessage_finetune.schema_check import validate_document
 from imessage_finetune.sources.chatdb.connection import open_chat_db
 from imessage_finetune.sources.chatdb.overview import conversations, diagnose
 from imessage_finetune.sources.contacts import ContactBook, contacts_sources, read_contacts
+from imessage_finetune.stages.dataset import partner_prompt
 from imessage_finetune.stages.sessions import reader_options
 from imessage_finetune.stages.snapshot import contacts_databases, source_database
 from imessage_finetune.terminal import count_unsafe, printable, table_lines
@@ -488,16 +489,21 @@ def jobs_cancel(ctx: click.Context, job_id: str) -> None:
 @cli.command(name="chat")
 @click.argument("prompt", required=False)
 @click.option("--model", "model_id", help="Model id (default: the one in artifacts/model.json).")
+@click.option(
+    "--to", "partner", metavar="NAME", help="Who you are writing to (a Contacts name), as training named them."
+)
 @click.pass_context
-def chat_command(ctx: click.Context, prompt: str | None, model_id: str | None) -> None:
+def chat_command(ctx: click.Context, prompt: str | None, model_id: str | None, partner: str | None) -> None:
     """Talk to the fine-tuned model: one PROMPT, or an interactive loop. Replies stream.
 
     Uses the system prompt the model was trained with ([dataset] system_prompt). A model
-    trained by the local backend runs on this machine; --model names a remote one.
+    trained by the local backend runs on this machine; --model names a remote one. --to NAME
+    adds "You are texting with NAME." to it, as [dataset] partner_in_prompt did in training.
 
     \b
     Example:
       imessage-finetune chat "are you free tonight?"
+      imessage-finetune chat --to Tortoise "are you free tonight?"
     """
     config = _config(ctx)
     trained = _trained_model(config)
@@ -516,9 +522,18 @@ def chat_command(ctx: click.Context, prompt: str | None, model_id: str | None) -
     if document.get("demonstration"):
         click.echo(f"chat: {document['notice']}", err=True)
     model = backend.load(document)
+    system_prompt = model.system_prompt
+    if partner is not None:
+        if not document.get("partner_in_prompt", config.dataset.partner_in_prompt):
+            click.echo(
+                "chat: this model was trained without partner names ([dataset] partner_in_prompt = false), "
+                "so --to may change little",
+                err=True,
+            )
+        system_prompt = partner_prompt(system_prompt, partner)
     history: list[dict[str, str]] = []
-    if model.system_prompt:
-        history.append({"role": "system", "content": model.system_prompt})
+    if system_prompt:
+        history.append({"role": "system", "content": system_prompt})
     prompts = [prompt] if prompt else None
     while True:
         if prompts is not None:

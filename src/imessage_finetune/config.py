@@ -93,6 +93,9 @@ class DatasetConfig:
     redact_urls: bool = False
     validation_share: float = 0.0
     split_seed: int = 0
+    heldout_share: float = 0.1
+    heldout_days: float = 0.0
+    partner_in_prompt: bool = False
 
 
 DEMO_BASE_MODEL = "demo"
@@ -365,6 +368,11 @@ def _check_semantics(config: Config, where: str) -> DateRange:
         raise ConfigError(
             f"{where}: dataset.validation_share must be at least 0 and below 1 (0 disables the "
             f"validation file), got {dataset.validation_share}"
+        )
+    if not 0 <= dataset.heldout_share < 1 or dataset.heldout_days < 0:
+        raise ConfigError(
+            f"{where}: dataset.heldout_share must be at least 0 and below 1, and dataset.heldout_days "
+            f"0 or more (0 and 0 hold out nothing), got {dataset.heldout_share} and {dataset.heldout_days}"
         )
     finetune = config.finetune
     for key in ("batch_size", "learning_rate_multiplier"):

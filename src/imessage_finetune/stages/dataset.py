@@ -1,5 +1,9 @@
 """Stage `dataset`: the training file (`artifacts/train.jsonl`), an optional held-out
-`validation.jsonl`, and `artifacts/dataset-report.json`.
+`validation.jsonl`, the held-out set of the newest conversations (`heldout.jsonl`, for the
+`evaluate` stage) and `artifacts/dataset-report.json`.
+
+The held-out set is split off by time first (`evaluation.heldout`: every held-out message is
+newer than every training message); the validation split by chat is taken from the rest.
 
 Each merged example becomes one line in OpenAI's chat format (`system` prompt from config,
 the other side as `user` with group senders in `name`, the learned voice as `assistant`).
@@ -21,9 +25,11 @@ from imessage_finetune import artifacts
 from imessage_finetune.atomic import atomic_write
 from imessage_finetune.config import ConfigView, DatasetConfig, FinetuneConfig
 from imessage_finetune.errors import DatasetError
+from imessage_finetune.evaluation.heldout import Span, split_by_time
 from imessage_finetune.jsonio import dump_compact, dump_json, read_stream, read_trailer
 from imessage_finetune.openai_file import ValidationResult, validate_lines
 from imessage_finetune.schema_check import validate_document
+from imessage_finetune.sources.chatdb.dates import unix_to_iso
 from imessage_finetune.stages.merged import FORMAT as MERGED_FORMAT
 from imessage_finetune.stages.stage import Stage, StageContext
 from imessage_finetune.tokens import TokenCounter, counter_for, token_limit
@@ -38,9 +44,44 @@ class DatasetSummary:
     report: dict[str, Any]
 
 
-def openai_example(example: dict[str, Any], system_prompt: str) -> dict[str, Any]:
-    """One merged example as an OpenAI chat fine-tuning line."""
+PARTNER_SENTENCE = "You are texting with {partner}."
+UNKNOWN_PARTNER = "someone who is not in your contacts"
+
+
+def partner_prompt(system_prompt: str, partner: str) -> str:
+    """The system prompt with the sentence naming who the conversation is with."""
+    sentence = PARTNER_SENTENCE.format(partner=partner)
+    return f"{system_prompt} {sentence}" if system_prompt else sentence
+
+
+def _names(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def partner_of(example: dict[str, Any]) -> str:
+    """Who the learned voice is talking to in an example, by their Contacts names: the other
+    side's senders. A handle without a name in Contacts is never spelled out (it would put
+    a phone number or an address into every line of the chat)."""
+    names: list[str] = []
+    for message in example["messages"]:
+        if message["type"] == "ai":
+            continue
+        kwargs = message["data"]["additional_kwargs"]
+        name = UNKNOWN_PARTNER if kwargs["sender"] == kwargs["handle"] else kwargs["sender"]
+        if name not in names:
+            names.append(name)
+    if not example["is_group"]:
+        return _names(names) if names else UNKNOWN_PARTNER
+    group = f'the group "{example["display_name"]}"' if example["display_name"] else "a group"
+    return f"{group} with {_names(names)}" if names else group
+
+
+def openai_example(example: dict[str, Any], system_prompt: str, *, partner: bool = False) -> dict[str, Any]:
+    """One merged example as an OpenAI chat fine-tuning line (`partner`: the system prompt
+    names who the conversation is with)."""
     messages: list[dict[str, Any]] = []
+    if partner:
+        system_prompt = partner_prompt(system_prompt, partner_of(example))
     if system_prompt:
         messages.append({"role": "system", "content": system_prompt})
     for message in example["messages"]:
@@ -106,18 +147,41 @@ def write_dataset(
         raise DatasetError(f"{merged_path} is not a merged.json written by imessage-finetune; rebuild it")
     merged_stats = read_trailer(merged_path, "stats")
     sessions_stats = merged_stats["sessions"]
+    rendered: list[tuple[int, dict[str, Any]]] = []
+    spans: list[Span] = []
+    for example in examples:
+        line_object = openai_example(example, options.system_prompt, partner=options.partner_in_prompt)
+        rendered.append((example["chat_id"], line_object))
+        spans.append(example_span(example))
+    by_time = split_by_time(spans, share=options.heldout_share, days=options.heldout_days)
+    if spans and not by_time.count("train"):
+        raise DatasetError(
+            f"dataset.heldout_days = {options.heldout_days:g} holds out the whole history (it spans "
+            f"{(max(s.end for s in spans) - min(s.start for s in spans)) / 86_400:.0f} days): lower it, "
+            "or use heldout_share instead"
+        )
     train_lines: list[str] = []
     validation_lines: list[str] = []
+    heldout_lines: list[str] = []
     train_messages = 0
     train_chats: set[int] = set()
-    for example in examples:
-        line_object = openai_example(example, options.system_prompt)
+    heldout_messages = heldout_replies = 0
+    heldout_chats: set[int] = set()
+    for (chat_id, line_object), side in zip(rendered, by_time.sides, strict=True):
         line = dump_compact(line_object).decode()
-        held_out = in_validation(example["chat_id"], options.validation_share, options.split_seed)
+        if side == "heldout":
+            heldout_lines.append(line)
+            heldout_messages += len(line_object["messages"])
+            heldout_replies += sum(m["role"] == "assistant" for m in line_object["messages"])
+            heldout_chats.add(chat_id)
+            continue
+        if side == "boundary":
+            continue
+        held_out = in_validation(chat_id, options.validation_share, options.split_seed)
         (validation_lines if held_out else train_lines).append(line)
         if not held_out:
             train_messages += len(line_object["messages"])
-            train_chats.add(example["chat_id"])
+            train_chats.add(chat_id)
 
     limit = token_limit(finetune.model)
     train = validate_lines(train_lines, name=artifacts.TRAIN.filename, model=finetune.model, token_limit=limit)
@@ -139,6 +203,14 @@ def write_dataset(
                 "change dataset.split_seed or dataset.validation_share"
             )
 
+    holding_out = options.heldout_share > 0 or options.heldout_days > 0
+    if holding_out:
+        _check(
+            validate_lines(
+                heldout_lines, name=artifacts.HELDOUT.filename, model=finetune.model, token_limit=limit, min_examples=0
+            )
+        )
+
     tokens = list(train.tokens_per_example)
     billed = sum(min(limit, t) for t in tokens) * finetune.n_epochs
     price = finetune.price_per_million_tokens.get(finetune.model)
@@ -146,7 +218,21 @@ def write_dataset(
         "model": finetune.model,
         "tokenizer": {"encoding": counter.encoding, "exact": counter.exact},
         "token_limit": limit,
-        "examples": {"train": train.examples, "validation": validation.examples if validation else 0},
+        "examples": {
+            "train": train.examples,
+            "validation": validation.examples if validation else 0,
+            "heldout": len(heldout_lines),
+        },
+        "heldout": {
+            "share": options.heldout_share,
+            "days": options.heldout_days,
+            "cutoff": None if by_time.cutoff is None else unix_to_iso(int(by_time.cutoff)),
+            "examples": len(heldout_lines),
+            "messages": heldout_messages,
+            "replies": heldout_replies,
+            "conversations": len(heldout_chats),
+            "left_out_at_cutoff": by_time.count("boundary"),
+        },
         "conversations": len(train_chats),
         "messages": train_messages,
         "tokens_per_example": token_stats(tokens),
@@ -166,6 +252,11 @@ def write_dataset(
     }
     validate_document(artifacts.DATASET_REPORT, report)
     _publish(artifacts.TRAIN.path(out_dir), train_lines)
+    heldout_path = artifacts.HELDOUT.path(out_dir)
+    if holding_out:
+        _publish(heldout_path, heldout_lines)
+    else:
+        heldout_path.unlink(missing_ok=True)
     validation_path = artifacts.VALIDATION.path(out_dir)
     if validation is not None:
         _publish(validation_path, validation_lines)
@@ -176,17 +267,28 @@ def write_dataset(
     return DatasetSummary(report)
 
 
+def example_span(example: dict[str, Any]) -> Span:
+    """The time a merged example covers: its first message to its last."""
+    first = example["messages"][0]["data"]["additional_kwargs"]
+    last = example["messages"][-1]["data"]["additional_kwargs"]
+    return Span(float(first["message_time"]), float(last["last_message_time"]))
+
+
 def _publish(path: Path, lines: list[str]) -> None:
     with atomic_write(path) as handle:
         for line in lines:
             handle.write(line.encode() + b"\n")
 
 
-# What shapes the files and the report: the split, the system prompt, and the target model
-# (tokenizer, token limit), epochs and price of the cost estimate.
+# What shapes the files and the report: the splits (by chat and by time), the system prompt
+# (and whether it names the partner), and the target model (tokenizer, token limit), epochs and
+# price of the cost estimate.
 KEYS = (
     "dataset.validation_share",
     "dataset.split_seed",
+    "dataset.heldout_share",
+    "dataset.heldout_days",
+    "dataset.partner_in_prompt",
     "dataset.system_prompt",
     "finetune.model",
     "finetune.n_epochs",
@@ -197,10 +299,13 @@ SIDE_KEYS = ("finetune.backend",)
 
 
 def outputs(config: ConfigView) -> list[artifacts.Artifact]:
-    """train.jsonl and the report, and validation.jsonl when a share is held out."""
+    """train.jsonl and the report, validation.jsonl when a share is held out, heldout.jsonl
+    when the newest conversations are."""
     written = [artifacts.TRAIN, artifacts.DATASET_REPORT]
     if config.dataset.validation_share > 0:
         written.append(artifacts.VALIDATION)
+    if config.dataset.heldout_share > 0 or config.dataset.heldout_days > 0:
+        written.append(artifacts.HELDOUT)
     return written
 
 
@@ -229,6 +334,21 @@ def run(ctx: StageContext) -> None:
         )
 
 
+def heldout_lines(heldout: dict[str, Any]) -> list[str]:
+    """The held-out set in one line (none when nothing is held out)."""
+    if heldout["cutoff"] is None:
+        return []
+    return [
+        f"  held out (newest, from {heldout['cutoff'][:10]}): {heldout['examples']} examples with "
+        f"{heldout['replies']} replies from {heldout['conversations']} chats"
+        + (
+            f"; {heldout['left_out_at_cutoff']} spanning the cutoff are in neither set"
+            if heldout["left_out_at_cutoff"]
+            else ""
+        )
+    ]
+
+
 def report_lines(report: dict[str, Any], *, kept_by: str | None = None) -> list[str]:
     """The dataset report as a few lines for the terminal (`kept_by`: the name of a backend
     that trains without sending the data anywhere, when it is one)."""
@@ -243,6 +363,7 @@ def report_lines(report: dict[str, Any], *, kept_by: str | None = None) -> list[
         f"dataset: {report['examples']['train']} training examples"
         + (f" + {report['examples']['validation']} validation" if report["examples"]["validation"] else "")
         + f", {report['messages']} messages, {report['tokens_total']} tokens ({label})",
+        *heldout_lines(report["heldout"]),
         f"  tokens per example: min {tokens['min']}, median {tokens['median']}, p95 {tokens['p95']}, "
         f"max {tokens['max']}; over the {report['token_limit']} limit: {report['examples_over_limit']}",
         f"  {report['model']}, {report['n_epochs']} epochs: {report['billed_tokens']} billed tokens, "

@@ -41,6 +41,7 @@ TRAINING_KEYS = (
     "finetune.backend",
     *(f"finetune.local.{key}" for key in LOCAL_KEYS),
     "dataset.system_prompt",
+    "dataset.partner_in_prompt",
     "dataset.validation_share",
 )
 SIDE_KEYS = ("finetune.local.checkpoint_steps",)
@@ -143,6 +144,7 @@ def train_local(
         },
         "seed": settings.seed,
         "system_prompt": config.dataset.system_prompt,
+        "partner_in_prompt": config.dataset.partner_in_prompt,
         "training_file": {"name": artifacts.TRAIN.filename, "sha256": digests["train"]},
         "validation_file": (
             {"name": artifacts.VALIDATION.filename, "sha256": digests["validation"]} if "validation" in files else None
