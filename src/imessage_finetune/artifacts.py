@@ -65,8 +65,18 @@ ADAPTER_CONFIG = Artifact("adapter_config", f"{LOCAL_MODEL_DIR}/adapter/{ADAPTER
 ADAPTER_WEIGHTS = Artifact("adapter_weights", f"{LOCAL_MODEL_DIR}/adapter/{ADAPTER_FILES[1]}")
 CHECKPOINTS = Artifact("checkpoints", f"{LOCAL_MODEL_DIR}/checkpoints")
 DEMO_BASE_MODEL = Artifact("demo_base_model", f"{LOCAL_MODEL_DIR}/demo-base")
+LOSS_LOG_PARTIAL = Artifact("loss_log_partial", f"{LOCAL_MODEL_DIR}/training-log.partial.json")
 
-ALL: tuple[Artifact, ...] = (SNAPSHOT, CONTACTS, SESSIONS, MERGED, TRAIN, VALIDATION, DATASET_REPORT)
+# The train stage's loss by step (any backend), and what `evaluate` writes: the figures and
+# the page that shows them.
+TRAINING_LOG = Artifact("training_log", "training-log.json", schema="training_log.schema.json")
+EVALUATION = Artifact("evaluation", "evaluation.json", schema="evaluation.schema.json")
+REPORT = Artifact("report", "report.html")
+# [evaluation] compare_partner: a whole second project folder (dataset and model) trained with
+# the other partner_in_prompt setting.
+PARTNER_VARIANT = Artifact("partner_variant", "evaluation-partner")
+
+ALL: tuple[Artifact, ...] = (SNAPSHOT, CONTACTS, SESSIONS, MERGED, TRAIN, VALIDATION, HELDOUT, DATASET_REPORT)
 RECEIPTS: tuple[Artifact, ...] = (UPLOAD, JOB, MODEL)
 
 

@@ -167,6 +167,21 @@ class DateRange:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """`[evaluation]`: what `evaluate` measures and where its report goes."""
+
+    replies: int = 40
+    max_new_tokens: int = 64
+    temperature: float = 0.7
+    seed: int = 42
+    samples: int = 8
+    probe_prompts: int = 20
+    compare_partner: bool = False
+    report_dir: str = ""
+    chat_price_per_million_tokens: list[float] = field(default_factory=lambda: [0.8, 3.2])
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, with the folder relative paths are resolved against."""
 
@@ -176,6 +191,7 @@ class Config:
     sessions: SessionsConfig = SessionsConfig()
     dataset: DatasetConfig = DatasetConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     file: Path | None = None
     dates: DateRange = DateRange()
 
@@ -219,6 +235,7 @@ SECTIONS: dict[str, type] = {
     "sessions": SessionsConfig,
     "dataset": DatasetConfig,
     "finetune": FinetuneConfig,
+    "evaluation": EvaluationConfig,
 }
 
 
@@ -408,6 +425,18 @@ def _check_semantics(config: Config, where: str) -> DateRange:
             f'{where}: finetune.local.base_model must name a model (a Hugging Face id, a folder, or "demo") '
             'and target_modules must be "all-linear" or a list of module names'
         )
+    evaluation = config.evaluation
+    for key in ("replies", "max_new_tokens"):
+        if getattr(evaluation, key) < 2:
+            raise ConfigError(f"{where}: evaluation.{key} must be 2 or more, got {getattr(evaluation, key)}")
+    if evaluation.samples < 0 or evaluation.probe_prompts < 0 or evaluation.temperature < 0:
+        raise ConfigError(f"{where}: evaluation.samples, probe_prompts and temperature must be 0 or more")
+    prices = evaluation.chat_price_per_million_tokens
+    if len(prices) != 2 or min(prices) < 0:
+        raise ConfigError(
+            f"{where}: evaluation.chat_price_per_million_tokens must be [input, output] in US dollars "
+            f"per million tokens, got {prices}"
+        )
     if not dataset.ai_sender.strip():
         raise ConfigError(f'{where}: dataset.ai_sender must be "me" or a sender\'s name or handle')
     return DateRange(start, end)
@@ -515,6 +544,10 @@ class ConfigLike(Protocol):
         """`[finetune]`."""
 
     @property
+    def evaluation(self) -> EvaluationConfig:
+        """`[evaluation]`."""
+
+    @property
     def dates(self) -> DateRange:
         """The date range, parsed."""
 
@@ -567,7 +600,7 @@ class ConfigView:
         self._keys = frozenset(keys)
         self._owner = owner
         known = set(config_keys(config.source, "source")) | set(config_keys(config.artifacts, "artifacts"))
-        for name in ("sessions", "dataset", "finetune"):
+        for name in ("sessions", "dataset", "finetune", "evaluation"):
             known |= set(config_keys(getattr(config, name), name))
         tables = {key.rsplit(".", 1)[0] for key in known} | {"finetune.local"}
         unknown = sorted(k for k in self._keys if k not in known and k not in tables)
@@ -646,6 +679,11 @@ class ConfigView:
     def finetune(self) -> FinetuneConfig:
         """`[finetune]`, declared keys only."""
         return cast(FinetuneConfig, _SectionView(self._config.finetune, "finetune", self))
+
+    @property
+    def evaluation(self) -> EvaluationConfig:
+        """`[evaluation]`, declared keys only."""
+        return cast(EvaluationConfig, _SectionView(self._config.evaluation, "evaluation", self))
 
 
 class _SectionView:

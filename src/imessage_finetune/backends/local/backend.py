@@ -49,7 +49,7 @@ class LocalBackend:
         demo = local_training_params(config).get("demo_model_version")
         return TrainingPlan(
             reads=tuple(reads),
-            writes=(artifacts.MODEL, artifacts.ADAPTER_CONFIG, artifacts.ADAPTER_WEIGHTS),
+            writes=(artifacts.MODEL, artifacts.TRAINING_LOG, artifacts.ADAPTER_CONFIG, artifacts.ADAPTER_WEIGHTS),
             keys=TRAINING_KEYS,
             side_keys=SIDE_KEYS,
             params={

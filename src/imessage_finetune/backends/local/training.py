@@ -13,6 +13,7 @@ from typing import Any
 
 from imessage_finetune import artifacts
 from imessage_finetune.atomic import atomic_dir, atomic_write
+from imessage_finetune.backends.loss_log import LossLog, publish_log
 from imessage_finetune.config import ConfigLike
 from imessage_finetune.digests import file_digest, package_versions
 from imessage_finetune.errors import TrainingError
@@ -113,6 +114,14 @@ def train_local(
         ).encode()
     ).hexdigest()[:32]
     store = CheckpointStore(artifacts.CHECKPOINTS.path(out_dir))
+    # Beside the checkpoints (whose folder keeps only the newest), continued by a resumed run.
+    log = LossLog("local", run_id, artifacts.LOSS_LOG_PARTIAL.path(out_dir))
+
+    def event(e: Any) -> None:
+        log.add(e.step, e.loss, epoch=e.epoch, total_steps=e.total_steps)
+        if on_event is not None:
+            on_event(e)
+
     adapted, result = train_adapter(
         model,
         tokenized["train"],
@@ -123,7 +132,7 @@ def train_local(
         store=store,
         run_id=run_id,
         on_start=None if on_start is None else lambda steps: on_start(device, len(tokenized["train"]), steps),
-        on_event=on_event,
+        on_event=event,
         on_resume=on_resume,
     )
     adapter = _publish_adapter(adapted, artifacts.ADAPTER.path(out_dir), settings.base_model)
@@ -159,9 +168,19 @@ def train_local(
         "validation_loss": result.validation_loss,
         "versions": package_versions(LOCAL_LIBRARIES),
     }
+    publish_log(
+        out_dir,
+        log.document(
+            train_loss_start=result.train_loss_start,
+            train_loss=result.train_loss,
+            validation_loss_start=result.validation_loss_start,
+            validation_loss=result.validation_loss,
+        ),
+    )
     validate_document(artifacts.MODEL, document)
     with atomic_write(artifacts.MODEL.path(out_dir)) as handle:
         handle.write(dump_json(document))
+    log.discard_partial()
     store.clear()  # only now: a kill before model.json is written resumes, not restarts
     return document
 

@@ -69,7 +69,7 @@ class OpenAIBackend:
         """The upload receipt in, model.json out (job.json while the job runs)."""
         return TrainingPlan(
             reads=(artifacts.UPLOAD,),
-            writes=(artifacts.MODEL,),
+            writes=(artifacts.MODEL, artifacts.TRAINING_LOG),
             keys=KEYS,
             side_keys=SIDE_KEYS,
             params={"endpoint": endpoint(self.config.finetune)},

@@ -495,4 +495,6 @@ def _event(event: FineTuningJobEvent) -> JobEvent:
         step=step if isinstance(step, int) else None,
         train_loss=float(loss) if isinstance(loss, int | float) else None,
         total_steps=total if isinstance(total, int) else None,
+        # OpenAI's metric events also carry the validation loss when a validation file was given.
+        valid_loss=float(data["valid_loss"]) if isinstance(data.get("valid_loss"), int | float) else None,
     )

@@ -18,6 +18,7 @@ from typing import Any
 
 from imessage_finetune import artifacts
 from imessage_finetune.atomic import atomic_write
+from imessage_finetune.backends.loss_log import LossLog, publish_log
 from imessage_finetune.backends.openai.service import FineTuneService, Job, JobEvent, ReadFailure, follow_job
 from imessage_finetune.config import FinetuneConfig
 from imessage_finetune.jsonio import dump_json, load_json
@@ -95,17 +96,26 @@ def train(
     on_retry: Callable[[ReadFailure], None] | None = None,
     sleep: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
-    """Start or resume the job, follow it to success (through outages) and publish model.json."""
+    """Start or resume the job, follow it to success (through outages) and publish model.json
+    (and training-log.json, the loss by step the service reported)."""
     job, created = start_or_resume(backend, receipt, finetune, out_dir)
     if on_start is not None:
         on_start(job, created)
+    log = LossLog(receipt["backend"])
+
+    def event(e: JobEvent) -> None:
+        if e.step is not None:
+            log.add(e.step, e.train_loss, total_steps=e.total_steps, valid_loss=e.valid_loss)
+        if on_event is not None:
+            on_event(e)
+
     job = follow_job(
         backend,
         job.id,
         deadline=finetune.deadline_hours * 3600,
         poll_interval=finetune.poll_interval,
         on_status=on_status,
-        on_event=on_event,
+        on_event=event,
         on_retry=on_retry,
         sleep=sleep,
     )
@@ -127,6 +137,17 @@ def train(
             round(job.trained_tokens / 1e6 * price, 2) if price is not None and job.trained_tokens is not None else None
         ),
     }
+    steps = log.ordered()
+    publish_log(
+        out_dir,
+        log.document(
+            job_id=job.id,
+            trained_tokens=job.trained_tokens,
+            last_step=steps[-1]["step"] if steps else None,
+            last_train_loss=steps[-1]["loss"] if steps else None,
+            last_valid_loss=next((s["valid_loss"] for s in reversed(steps) if "valid_loss" in s), None),
+        ),
+    )
     validate_document(artifacts.MODEL, model)
     with atomic_write(artifacts.MODEL.path(out_dir)) as handle:
         handle.write(dump_json(model))

@@ -77,6 +77,7 @@ class JobEvent:
     step: int | None = None
     train_loss: float | None = None
     total_steps: int | None = None
+    valid_loss: float | None = None
 
 
 class FineTuneService(Protocol):
