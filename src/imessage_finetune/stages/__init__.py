@@ -3,7 +3,7 @@ declaring its `STAGE` (see `stage.py`). Adding a stage is one module and one lin
 
 from __future__ import annotations
 
-from imessage_finetune.stages import dataset, demo, merged, model, sessions, snapshot, upload
+from imessage_finetune.stages import dataset, demo, evaluation, merged, model, sessions, snapshot, upload
 from imessage_finetune.stages.stage import Stage
 
 STAGES: list[Stage] = [
@@ -14,6 +14,7 @@ STAGES: list[Stage] = [
     dataset.STAGE,
     upload.STAGE,
     model.STAGE,
+    evaluation.STAGE,
 ]
 """Every stage, in the order they run; a configuration uses those that apply to it."""
 
