@@ -68,6 +68,13 @@ _TOKENS_PER_NAME = 1
 _REPLY_PRIMING = 3
 
 
+# Counts of short strings (roles, names), by encoding; bounded, so a run of many distinct
+# short messages cannot grow it without end.
+_SHORT = 16
+_SHORT_COUNTS: dict[tuple[str, str], int] = {}
+_SHORT_COUNTS_KEPT = 10_000
+
+
 @dataclass(frozen=True)
 class TokenCounter:
     """Counts tokens for one target model; `exact` says whether the real tokenizer is behind it."""
@@ -89,11 +96,18 @@ class TokenCounter:
         encode = _encoder(self.encoding) if self.exact else None
         if encode is None:
             return math.ceil(len(text.encode("utf-8", "surrogatepass")) / 4)
+        # Roles and names come back on every message: their counts are remembered.
+        short = len(text) <= _SHORT
+        if short and (known := _SHORT_COUNTS.get((self.encoding, text))) is not None:
+            return known
         try:
-            return len(encode(text))
+            count = len(encode(text))
         except UnicodeEncodeError:
             # Lone surrogates (JSON allows "\ud800"): replace them as tiktoken does, then count.
-            return len(encode(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")))
+            count = len(encode(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")))
+        if short and len(_SHORT_COUNTS) < _SHORT_COUNTS_KEPT:
+            _SHORT_COUNTS[(self.encoding, text)] = count
+        return count
 
     def count_example(self, messages: Sequence[Mapping[str, object]]) -> int:
         """Tokens of one chat example as OpenAI bills training.
@@ -111,6 +125,21 @@ class TokenCounter:
                     total += self.count_text(value)
                     if key == "name":
                         total += _TOKENS_PER_NAME
+        return total
+
+    def most_tokens(self, message: Mapping[str, object]) -> int:
+        """An upper bound of what one message adds to `count_example`, without tokenizing.
+
+        Every token stands for at least one byte of UTF-8 (and the estimate for four), so the
+        bytes of a message's strings bound its tokens: a conversation within budget by this
+        bound needs no exact count to be known to fit.
+        """
+        total = _TOKENS_PER_MESSAGE
+        for key, value in message.items():
+            if isinstance(value, str):
+                total += len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+                if key == "name":
+                    total += _TOKENS_PER_NAME
         return total
 
 

@@ -52,3 +52,22 @@ def test_touched_but_identical_files_are_unchanged(tmp_path: Path) -> None:
     path.write_text("abd")
     assert not check(None, values)
     assert check.explain(values) == ["x.json was edited or damaged since it was built"]
+
+
+def test_digests_follow_the_file_and_doits_check_uses_them(tmp_path: Path) -> None:
+    """A remembered digest is given only for the same file version: bytes rewritten in place
+    (same size, new mtime) are hashed again, and doit's file_dep check sees the change."""
+    from imessage_finetune.digests import file_digest
+    from imessage_finetune.pipeline.fingerprint import DigestChecker
+
+    path = tmp_path / "dep.json"
+    path.write_text("abc")
+    first = file_digest(path)
+    assert file_digest(path) == first
+    checker = DigestChecker()
+    state = checker.get_state(str(path), None)
+    assert not checker.check_modified(str(path), path.stat(), state)
+    path.write_text("abd")
+    os.utime(path, ns=(1, 1))  # a new mtime, the same size
+    assert file_digest(path) != first
+    assert checker.check_modified(str(path), path.stat(), state)

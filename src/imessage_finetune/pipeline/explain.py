@@ -99,7 +99,9 @@ def ordered(tasks: dict[str, Task]) -> list[str]:
 def stage_statuses(namespace: dict[str, Any]) -> list[StageStatus]:
     """Each stage on its own: up to date, or stale and why (what `doit` would find)."""
     tasks, doit_config = _load(namespace)
-    dep_manager = Dependency(SyncedJsonDB, doit_config["dep_file"], checker_cls=MD5Checker)
+    # The file_dep check the pipeline's doit runs with (a different one reads as stale).
+    checker = doit_config.get("check_file_uptodate", MD5Checker)
+    dep_manager = Dependency(SyncedJsonDB, doit_config["dep_file"], checker_cls=checker)
     result = []
     for name in ordered(tasks):
         status, reasons = task_reasons(tasks[name], dep_manager, tasks)

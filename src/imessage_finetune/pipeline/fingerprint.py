@@ -14,10 +14,13 @@ import functools
 import hashlib
 import importlib.util
 import inspect
+import os
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from doit.dependency import MD5Checker
 
 from imessage_finetune import __version__
 from imessage_finetune.digests import file_digest, package_versions
@@ -94,6 +97,29 @@ def _versions() -> tuple[tuple[str, str], ...]:
 def dependency_versions() -> dict[str, str]:
     """Versions of the package and the libraries that shape its outputs (read once)."""
     return dict(_versions())
+
+
+class DigestChecker(MD5Checker):
+    """doit's check of a task's file_dep with the sha256 of `digests.file_digest` instead of
+    its own md5 (a build hashes each version of a file once).
+
+    As doit's default: a file whose modification time is unchanged is unchanged, one whose
+    size differs has changed, and otherwise the digests decide.
+    """
+
+    def check_modified(self, file_path: str, file_stat: os.stat_result, state: Any) -> bool:
+        """Whether the file differs from its saved (mtime, size, digest) state."""
+        timestamp, size, digest = state
+        if file_stat.st_mtime == timestamp:
+            return False
+        return bool(file_stat.st_size != size or digest != file_digest(Path(file_path)))
+
+    def get_state(self, dep: str, current_state: Any) -> Any:
+        """The (mtime, size, digest) to save; None when the saved one has the same mtime."""
+        timestamp = os.path.getmtime(dep)
+        if current_state and current_state[0] == timestamp:
+            return None
+        return timestamp, os.path.getsize(dep), file_digest(Path(dep))
 
 
 def files_state(paths: Iterable[Path]) -> dict[str, list[Any] | None]:

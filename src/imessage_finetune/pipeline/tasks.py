@@ -30,6 +30,7 @@ from imessage_finetune.pipeline import run_lock
 from imessage_finetune.pipeline.console import Console
 from imessage_finetune.pipeline.doit_state import BACKEND_NAME, make_crash_safe
 from imessage_finetune.pipeline.fingerprint import (
+    DigestChecker,
     FilesUnchanged,
     Forced,
     StageFingerprint,
@@ -74,6 +75,10 @@ def doit_namespace(config: Config, options: RunOptions | None = None) -> dict[st
         "DOIT_CONFIG": {
             "backend": BACKEND_NAME,
             "dep_file": str(artifacts.state_file(config.artifacts_dir)),
+            # file_dep compared by the sha256 the lock file and fingerprints use, each file
+            # version hashed once per process (doit's md5 hashed the snapshot's copy of chat.db
+            # once more after the lock file had).
+            "check_file_uptodate": DigestChecker,
             "default_tasks": [DEFAULT_TARGET],
             "verbosity": 2,
             "reporter": ExplainingReporter.bound(options, config.artifacts_dir, config.artifacts.lock_timeout),

@@ -13,7 +13,8 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from operator import attrgetter
+from typing import NamedTuple, Protocol
 
 from imessage_finetune.sources.chatdb.dates import apple_to_unix
 from imessage_finetune.sources.chatdb.message_kinds import Exclusion, classify
@@ -66,9 +67,11 @@ class Chat:
         return ", ".join(names) if names else self.identifier
 
 
-@dataclass(frozen=True)
-class Message:
-    """One kept utterance, with its final text."""
+class Message(NamedTuple):
+    """One kept utterance, with its final text.
+
+    A named tuple (immutable, like a frozen dataclass, at a third of its cost per message).
+    """
 
     rowid: int
     guid: str
@@ -80,6 +83,10 @@ class Message:
     service: str
     edited: bool
     reply_to: str | None
+
+
+# Messages in (time, ROWID) order.
+_BY_TIME = attrgetter("unix_time", "rowid")
 
 
 @dataclass(frozen=True)
@@ -214,7 +221,7 @@ class ChatDbReader:
         cursor = self.conn.execute(query)
         names = [d[0] for d in cursor.description]
         current_chat: int | None = None
-        batch: list[tuple[float, int, Message]] = []
+        batch: list[Message] = []
         for row in cursor:
             record = dict(zip(names, row, strict=True))
             chat_id = record["chat_id"]
@@ -226,16 +233,16 @@ class ChatDbReader:
                 continue
             message = self._message(record)
             if message is not None:
-                batch.append((message.unix_time, message.rowid, message))
+                batch.append(message)
         if current_chat is not None and batch:
             yield from self._finish(selected[current_chat], batch)
 
-    def _finish(self, chat: Chat, batch: list[tuple[float, int, Message]]) -> Iterator[tuple[Chat, list[Message]]]:
+    def _finish(self, chat: Chat, batch: list[Message]) -> Iterator[tuple[Chat, list[Message]]]:
         # chat_message_join.message_date can lag message.date; order by the message itself.
-        batch.sort(key=lambda item: (item[0], item[1]))
+        batch.sort(key=_BY_TIME)
         self.stats.chats_kept += 1
         self.stats.messages_kept += len(batch)
-        yield chat, [item[2] for item in batch]
+        yield chat, batch
 
     def _count_orphans(self) -> None:
         (orphans,) = self.conn.execute(
@@ -276,15 +283,16 @@ class ChatDbReader:
                 self.stats.owner_without_handle += 1
         else:
             sender = self.name_for(handle) if handle else "Unknown"
+        # Positional, in the order of Message's fields: the cheapest way to build one.
         return Message(
-            rowid=int(row["ROWID"]),  # type: ignore[call-overload]
-            guid=str(row["guid"]),
-            unix_time=unix_time,
-            text=text,
-            is_from_me=is_from_me,
-            sender=sender,
-            handle=None if is_from_me else handle,
-            service=str(row["service"] or ""),
-            edited=bool(row["date_edited"]),
-            reply_to=row["thread_originator_guid"] or None,  # type: ignore[arg-type]
+            int(row["ROWID"]),  # type: ignore[call-overload]
+            str(row["guid"]),
+            unix_time,
+            text,
+            is_from_me,
+            sender,
+            None if is_from_me else handle,
+            str(row["service"] or ""),
+            bool(row["date_edited"]),
+            row["thread_originator_guid"] or None,  # type: ignore[arg-type]
         )
