@@ -69,6 +69,8 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
         ({"sessions": {"start_date": "2024-02-01", "end_date": "2024-01-01"}}, r"end_date .* must be after"),
         ({"sessions": {"timezone": "Mars/Olympus"}}, r"sessions\.timezone 'Mars/Olympus' is not a time zone"),
         ({"dataset": {"ai_sender": 3}}, r"dataset\.ai_sender must be a string, got 3"),
+        ({"dataset": {"phone_region": "UK"}}, r"dataset\.phone_region must be \"auto\" or a two-letter region code"),
+        ({"dataset": {"redact_known_names": 1}}, r"dataset\.redact_known_names must be true or false, got 1"),
     ],
 )
 def test_bad_values_name_the_key(raw: dict, message: str) -> None:

@@ -91,6 +91,8 @@ class DatasetConfig:
     redact_emails: bool = False
     redact_codes: bool = False
     redact_urls: bool = False
+    redact_known_names: bool = False
+    phone_region: str = "auto"
     validation_share: float = 0.0
     split_seed: int = 0
     heldout_share: float = 0.1
@@ -437,6 +439,14 @@ def _check_semantics(config: Config, where: str) -> DateRange:
             f"{where}: evaluation.chat_price_per_million_tokens must be [input, output] in US dollars "
             f"per million tokens, got {prices}"
         )
+    if dataset.phone_region != "auto":
+        import phonenumbers  # only here: the rest of the config needs no phone metadata
+
+        if dataset.phone_region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ConfigError(
+                f'{where}: dataset.phone_region must be "auto" or a two-letter region code such '
+                f'as "US", "GB" or "FR", got {dataset.phone_region!r}'
+            )
     if not dataset.ai_sender.strip():
         raise ConfigError(f'{where}: dataset.ai_sender must be "me" or a sender\'s name or handle')
     return DateRange(start, end)

@@ -15,7 +15,7 @@ from chatdb_builder import ChatDbBuilder
 from imessage_finetune import artifacts
 from imessage_finetune.sources.chatdb.reader import ReaderOptions
 from imessage_finetune.config import DatasetConfig, FinetuneConfig
-from imessage_finetune.stages.dataset import openai_example, write_dataset
+from imessage_finetune.stages.dataset import openai_line, write_dataset
 from imessage_finetune.fixtures.demo import build_demo
 from imessage_finetune.evaluation.heldout import DAY, Span, split_by_time
 from imessage_finetune.stages.merged import write_merged
@@ -80,7 +80,7 @@ def _guids_by_side(out: Path, config: DatasetConfig) -> tuple[dict[str, float], 
     sides: tuple[dict[str, float], dict[str, float]] = ({}, {})
     for example in json.loads((out / "merged.json").read_text())["examples"]:
         line = json.dumps(
-            openai_example(example, config.system_prompt, partner=config.partner_in_prompt),
+            openai_line(example, config.system_prompt, partner=config.partner_in_prompt),
             ensure_ascii=False,
             separators=(",", ":"),
         )

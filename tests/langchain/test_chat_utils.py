@@ -1,4 +1,4 @@
-"""Tests for chat_utils: LangChain-compatible shaping, idle gaps, windows and redaction.
+"""Tests for chat_utils: LangChain-compatible shaping, idle gaps and windows.
 
 Expected outputs of LangChain's helpers are written out by hand from their source
 (langchain_community.chat_loaders.utils and langchain_community.adapters.openai); the package
@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any
@@ -28,15 +29,20 @@ from langchain_core.messages import (
 
 from imessage_finetune.langchain.chat_utils import (
     OWNER_SENDER,
+    IMessageChatSession,
     convert_messages_for_finetuning,
+    hold_out,
     map_ai_messages,
     map_ai_messages_in_session,
     merge_chat_runs,
     merge_chat_runs_in_session,
-    redact,
+    prepare_for_finetuning,
     split_on_idle_gap,
+    split_on_idle_gaps,
     window,
 )
+from imessage_finetune.config import DatasetConfig
+from imessage_finetune.tokens import counter_for
 from imessage_finetune.errors import ChatSessionError, FinetuneError
 
 T0 = 1_700_000_000
@@ -123,8 +129,9 @@ def test_merge_custom_delimiter_skips_blank_messages() -> None:
     assert contents(merged) == [("HumanMessage", "a | b")]
 
 
-def test_merge_records_merged_guids_and_last_time() -> None:
-    """The merged message keeps the first message's kwargs and records the run's guids and end."""
+def test_merge_records_guids_and_last_time() -> None:
+    """The merged message keeps the first message's kwargs and records the run's guids and end
+    under the names merged.json uses."""
     first = msg("a", "Alice", T0, guid="g1", service="iMessage")
     session = ChatSession(
         messages=[
@@ -136,7 +143,7 @@ def test_merge_records_merged_guids_and_last_time() -> None:
     (merged,) = merge_chat_runs_in_session(session)["messages"]
     assert merged.additional_kwargs == {
         **first.additional_kwargs,
-        "merged_guids": ["g1", "g2", "g3"],
+        "guids": ["g1", "g2", "g3"],
         "last_message_time": T0 + 90,
         "last_message_time_iso": "2023-11-14T22:14:50+00:00",
     }
@@ -627,78 +634,77 @@ def test_window_rejects_bad_parameters() -> None:
         window(convo("HA"), 10, 1, lambda m: -1)
 
 
-# --- redact ----------------------------------------------------------------------------------
-
-ALL = {"phones": True, "emails": True, "codes": True, "urls": True}
+# --- the pipeline's steps on sessions -----------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("text", "expected", "kinds"),
-    [
-        ("Your verification code is 123456.", "Your verification code is [code].", ["code"]),
-        ("123456 is your Instagram code", "[code] is your Instagram code", ["code"]),
-        (
-            "G-482913 is your Google verification code.",
-            "G-[code] is your Google verification code.",
-            ["code"],
-        ),
-        (
-            "Your Apple ID Code is: 6543. Don't share it.",
-            "Your Apple ID Code is: [code]. Don't share it.",
-            ["code"],
-        ),
-        ("<#> Your WhatsApp code: 123-456", "<#> Your WhatsApp code: [code]", ["code"]),
-        ("OTP - 98765432", "OTP - [code]", ["code"]),
-        ("the passcode for the door is 4821", "the passcode for the door is [code]", ["code"]),
-        ("call (555) 123-4567 now", "call [phone] now", ["phone"]),
-        ("555-123-4567, 555.123.4567, 5551234567", "[phone], [phone], [phone]", ["phone"] * 3),
-        ("toll free 1-800-555-0199.", "toll free [phone].", ["phone"]),
-        ("UK +44 20 7946 0958, US +1 (555) 123-4567", "UK [phone], US [phone]", ["phone"] * 2),
-        ("mail john.doe+x@example.co.uk!", "mail [email]!", ["email"]),
-        ("see https://example.com/a?b=1, ok", "see [url], ok", ["url"]),
-        ("(www.example.org)", "([url])", ["url"]),
-        ("HTTPS://Example.org and WWW.Example.org", "[url] and [url]", ["url"] * 2),
-        ("code: 555-123-4567", "code: [phone]", ["phone"]),
-    ],
-)
-def test_redact_finds_each_kind(text: str, expected: str, kinds: list[str]) -> None:
-    """Phones, e-mails, one-time codes and URLs are replaced and counted by kind."""
-    assert redact(text, **ALL) == (expected, Counter(kinds))
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "born in 1987, moved 1999-2003, back in 2019",
-        "In 2019 the code changed",
-        "2019 is the year of code",
-        "meet at 10:30 or 21:45:00 on 2024-05-01 or 05/01/2024",
-        "it was $1,299.99, or €12.50, or 1,234,567 points",
-        "room 4021, order #12345678, flight 1234",
-        "code review at 10:30",
-        "zipcode 94103 and barcode 12345678",
-        "a 12345678901234567890 digit id",
-    ],
-)
-def test_redact_leaves_years_times_prices_and_numbers(text: str) -> None:
-    """Years, dates, times, prices and bare numbers are not taken for phones or codes."""
-    assert redact(text, **ALL) == (text, Counter())
-
-
-def test_redact_only_enabled_kinds_and_shields_the_rest() -> None:
-    """Disabled kinds are kept verbatim, and their text is not matched as another kind."""
-    text = "https://x.com/5551234567 a@b.io 5551234567 code 1234"
-    assert redact(text, phones=True, emails=False, codes=False, urls=False) == (
-        "https://x.com/5551234567 a@b.io [phone] code 1234",
-        Counter({"phone": 1}),
+def test_merge_keeps_the_owner_and_a_contact_apart_under_one_sender() -> None:
+    """LangChain's loader names the owner's messages by the chat's handle: is_from_me splits
+    the run it would have merged."""
+    session = ChatSession(
+        messages=[msg("hi", "+1555", T0), msg("hello", "+1555", T0 + 1, me=True), msg("bye", "+1555", T0 + 2, me=True)]
     )
-    assert redact(text, phones=False, emails=True, codes=True, urls=True) == (
-        "[url] [email] 5551234567 code [code]",
-        Counter({"url": 1, "email": 1, "code": 1}),
+    assert contents(merge_chat_runs_in_session(session)) == [
+        ("HumanMessage", "hi"),
+        ("HumanMessage", "hello\n\nbye"),
+    ]
+
+
+def test_map_with_the_pipelines_rule() -> None:
+    """exact=False: "me" is the owner and names match without case, as [dataset] ai_sender."""
+    session = ChatSession(messages=[msg("a", "Alice", T0), msg("m", "Me", T0 + 1, me=True)])
+    assert contents(map_ai_messages_in_session(session, "me", exact=False)) == [
+        ("HumanMessage", "a"),
+        ("AIMessage", "m"),
+    ]
+    assert contents(map_ai_messages_in_session(session, "ALICE", exact=False))[0] == ("AIMessage", "a")
+    assert contents(map_ai_messages_in_session(session, "me"))[1] == ("HumanMessage", "m")
+
+
+def test_convert_puts_the_system_prompt_first() -> None:
+    """system_prompt opens every kept list, as the dataset stage's lines."""
+    session = ChatSession(messages=[HumanMessage(content="q"), AIMessage(content="a")])
+    assert convert_messages_for_finetuning([session], system_prompt="be brief") == [
+        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    ]
+
+
+def chat_session(chat_id: int, *messages: BaseMessage, group: bool = False) -> IMessageChatSession:
+    info = {"chat_id": chat_id, "is_group": group, "participants": []}
+    return IMessageChatSession(messages=list(messages), chat=info)
+
+
+def test_split_sessions_keeps_the_chat() -> None:
+    """Each conversation of a session is a session of its own, with the chat it comes from."""
+    parts = list(split_on_idle_gaps([chat_session(7, msg("a", "A", T0), msg("b", "A", T0 + 999))], 300))
+    assert [contents(p) for p in parts] == [[("HumanMessage", "a")], [("HumanMessage", "b")]]
+    assert all(p["chat"]["chat_id"] == 7 for p in parts)
+
+
+def test_prepare_names_group_senders_drops_what_teaches_nothing_and_windows() -> None:
+    """Group senders get OpenAI names, conversations without a reply go, groups go when
+    excluded, and windows end on a reply within the budget."""
+    group = chat_session(
+        1,
+        msg("hi all", "José", T0),
+        msg("hey", "Me", T0 + 1, me=True, cls=AIMessage),
+        msg("later", "José", T0 + 2),
+        group=True,
     )
+    silent = chat_session(2, msg("anyone?", "Bob", T0))
+    counter = counter_for("gpt-4.1-mini-2025-04-14")
+    [example] = prepare_for_finetuning([group, silent], DatasetConfig(), counter)
+    assert [(m.name, m.content) for m in example["messages"]] == [("Jose", "hi all"), (None, "hey")]
+    excluded = replace(DatasetConfig(), group_chats="exclude")
+    assert list(prepare_for_finetuning([group], excluded, counter)) == []
 
 
-def test_redact_nothing_enabled_returns_the_text() -> None:
-    """With every kind off the text comes back unchanged with an empty counter."""
-    text = "call 555-123-4567"
-    assert redact(text, phones=False, emails=False, codes=False, urls=False) == (text, Counter())
+def test_hold_out_by_chat() -> None:
+    """Every example of a chat goes to the same side; no share holds nothing out."""
+    examples = [chat_session(chat_id % 20, msg("x", "A")) for chat_id in range(200)]
+    train, validation = hold_out(examples, 0.3, 7)
+    sides: dict[int, str] = {}
+    for side, sessions in (("train", train), ("validation", validation)):
+        for session in sessions:
+            assert sides.setdefault(session["chat"]["chat_id"], side) == side
+    assert train and validation and len(train) + len(validation) == 200
+    assert hold_out(examples, 0.0, 7) == (examples, [])

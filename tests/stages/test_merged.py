@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -174,10 +173,21 @@ def test_the_owners_name_works_as_ai_sender(builder: ChatDbBuilder, tmp_path: Pa
     assert contents(merged["examples"][0]) == [("human", "hi"), ("ai", "hello")]
 
 
-def test_group_names_stay_distinct_and_valid_for_openai() -> None:
-    """Accents dropped, other scripts given a stable label: two speakers never collapse."""
-    from imessage_finetune.stages.merged import openai_name
-
-    assert openai_name("José García") == "Jose_Garcia"
-    assert openai_name("张伟") != openai_name("李娜")
-    assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", openai_name(n)) for n in ("张伟", "Zoë", "a b", "x" * 99))
+def test_known_names_are_hidden_everywhere_with_redact_known_names(builder: ChatDbBuilder, tmp_path: Path) -> None:
+    """redact_known_names replaces the contacts' names and the participants' exact handles in
+    any message, and names a group sender the redaction hides "Person N"; counted."""
+    path = sessions_file(builder, tmp_path, [
+        ("group", BOB, "Hillary said call 555-555-0101", 0), ("group", None, "ok, Aunt Hillary", 10),
+        ("group", ALICE, "or bob@EXAMPLE.com", 20), ("group", None, "but not 555-123-4567", 30),
+    ])  # fmt: skip
+    contacts = tmp_path / "contacts.json"
+    contacts.write_text(json.dumps({"sources": 1, "contacts": {"15555550101": "Aunt Hillary"}}))
+    write_merged(path, tmp_path / "merged.json", replace(DatasetConfig(), redact_known_names=True), COUNTER, contacts)
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    [example] = merged["examples"]
+    assert contents(example) == [
+        ("human", "[name] said call [phone]"), ("ai", "ok, [name]"),
+        ("human", "or [email]"), ("ai", "but not 555-123-4567"),
+    ]  # fmt: skip
+    assert [m["data"]["name"] for m in example["messages"]] == ["Person_1", None, "Person_2", None]
+    assert merged["stats"]["redactions"] == {"email": 1, "name": 2, "phone": 1}

@@ -1,32 +1,37 @@
 """Shaping chat sessions for fine-tuning: drop-in replacements for LangChain's chat-loader helpers.
 
+Thin adapters: every rule lives in `imessage_finetune.shaping`, which the `merged` and
+`dataset` stages apply too, so these functions give the pipeline's examples (the README's
+recipe is tested to give train.jsonl exactly).
+
 `merge_chat_runs_in_session`, `merge_chat_runs`, `map_ai_messages_in_session`, `map_ai_messages`
 (from `langchain_community.chat_loaders.utils`) and `convert_messages_for_finetuning` (from
 `langchain_community.adapters.openai`) keep their signatures and return shapes. They differ where
 the originals are wrong or slow:
 
 - merging is linear in the size of a run (the original re-copies the accumulated text on every
-  message: quadratic), keeps the events of every merged message, and records which messages were
-  merged (`merged_guids`, `last_message_time`, `last_message_time_iso`);
+  message: quadratic), keeps the events of every merged message, records which messages were
+  merged (`guids`, `last_message_time`, `last_message_time_iso`), and keeps the owner and a
+  contact apart when a loader gives them the same `sender` (by `is_from_me`);
 - the owner can be made the assistant by direction (`is_from_me`) with `sender=OWNER_SENDER`, not
   only by sender name; messages of other senders become `HumanMessage`s again when re-mapped;
-- the session's other keys (`functions`) are kept.
+  `exact=False` compares names as the pipeline's `ai_sender` does;
+- the session's other keys (`functions`, and `chat` from this package's loaders) are kept.
 
 Messages are treated as immutable values: inputs are never modified, and a message that needs no
 change is passed through as the same object (as LangChain's `map_ai_messages` already does) rather
 than deep-copied, which would cost more than the rest of the shaping on a large history.
 
-The other functions are the pure building blocks of the `merged.json` stage: `split_on_idle_gap`,
-`window` and `redact`.
+The other steps of the pipeline's shaping, on the same sessions: `split_on_idle_gaps`
+(conversations), `prepare_for_finetuning` (group chats, redaction, windows within the token
+budget) and `hold_out` (the validation split); and the message-level building blocks
+`split_on_idle_gap`, `window` and `redact`.
 """
 
 from __future__ import annotations
 
-import re
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import accumulate
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 from langchain_core.chat_sessions import ChatSession
 from langchain_core.messages import (
@@ -39,43 +44,73 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
+from imessage_finetune import shaping
+from imessage_finetune.config import DatasetConfig
 from imessage_finetune.errors import ChatSessionError
+from imessage_finetune.shaping import OWNER_SENDER, PLACEHOLDERS, KnownPeople, redact
+from imessage_finetune.tokens import TokenCounter
 
 __all__ = [
     "OWNER_SENDER",
     "PLACEHOLDERS",
+    "IMessageChatSession",
     "convert_messages_for_finetuning",
+    "hold_out",
     "map_ai_messages",
     "map_ai_messages_in_session",
     "merge_chat_runs",
     "merge_chat_runs_in_session",
+    "prepare_for_finetuning",
     "redact",
     "split_on_idle_gap",
+    "split_on_idle_gaps",
     "window",
 ]
 
-OWNER_SENDER = "is_from_me"
-"""`sender` value for `map_ai_messages*` meaning "the owner of the database".
 
-With it the assistant side is every message whose `additional_kwargs["is_from_me"]` is true,
-whatever its `sender` says. No contact is named like it. (The pipeline's `[dataset] ai_sender`
-spells the same choice "me".)
-"""
+class IMessageChatSession(ChatSession, total=False):
+    """A `ChatSession` from this package's loaders: also the chat it comes from.
 
-PLACEHOLDERS: dict[str, str] = {
-    "phone": "[phone]",
-    "email": "[email]",
-    "code": "[code]",
-    "url": "[url]",
-}
-"""What `redact` puts in place of each kind of match; the keys are the keys of its counter."""
+    `chat` is the chat's entry in sessions.json without its messages: `chat_id`, `chat_guid`,
+    `chat_identifier`, `display_name`, `service`, `is_group` and `participants` (each with
+    `handle` and `name`). Group chats, redaction and the validation split read it.
+    """
+
+    chat: dict[str, Any]
 
 
-def _session_with(chat_session: ChatSession, messages: list[BaseMessage]) -> ChatSession:
+# Sessions keep their own type through every step (an IMessageChatSession stays one).
+Session = TypeVar("Session", bound=ChatSession)
+
+# Message classes in LangChain's order of `convert_message_to_dict`, and their kinds (a chunk
+# counts as its message class).
+_KINDS: tuple[tuple[type[BaseMessage], str], ...] = (
+    (ChatMessage, "chat"),
+    (HumanMessage, "human"),
+    (AIMessage, "ai"),
+    (SystemMessage, "system"),
+    (FunctionMessage, "function"),
+    (ToolMessage, "tool"),
+)
+
+
+def _kind(message: BaseMessage) -> str:
+    """The shaping rules' name for a message's class ("human", "ai", ...)."""
+    for cls, kind in _KINDS:
+        if isinstance(message, cls):
+            return kind
+    return type(message).__name__
+
+
+def _chat(chat_session: ChatSession) -> Mapping[str, Any] | None:
+    chat: Mapping[str, Any] | None = cast(Mapping[str, Any], chat_session).get("chat")
+    return chat
+
+
+def _session_with(chat_session: Session, messages: list[BaseMessage]) -> Session:
     """A new session holding `messages` and the other keys of `chat_session`."""
-    result = ChatSession(messages=messages)
-    if "functions" in chat_session:
-        result["functions"] = chat_session["functions"]
+    result = cast(Session, {**chat_session})
+    result["messages"] = messages
     return result
 
 
@@ -89,45 +124,23 @@ def _text(message: BaseMessage, index: int) -> str:
     return message.content
 
 
-def _continues_run(first: BaseMessage, message: BaseMessage) -> bool:
-    """Whether `message` belongs to the run that `first` opened (same rule as LangChain's)."""
-    sender = first.additional_kwargs.get("sender")
-    return isinstance(message, type(first)) and sender is not None and message.additional_kwargs.get("sender") == sender
+def _speaker(message: BaseMessage) -> Any:
+    return shaping.speaker(_kind(message), message.additional_kwargs)
 
 
-def _merge_run(run: list[BaseMessage], texts: list[str], delimiter: str) -> BaseMessage:
-    """One message standing for the run `run` whose contents are `texts`."""
-    first = run[0]
-    if len(run) == 1:
-        return first
-    # Blank messages add nothing but a doubled delimiter, so they are left out; one join keeps
-    # the cost linear in the length of the run.
-    content = delimiter.join(text for text in texts if text and not text.isspace()).strip()
-    kwargs: dict[str, Any] = dict(first.additional_kwargs)
-    guids = [m.additional_kwargs["guid"] for m in run if "guid" in m.additional_kwargs]
-    if guids:
-        kwargs["merged_guids"] = guids
-    last = run[-1].additional_kwargs
-    for key in ("message_time", "message_time_iso"):
-        if key in last:
-            kwargs[f"last_{key}"] = last[key]
-    if any("events" in m.additional_kwargs for m in run):
-        kwargs["events"] = [event for m in run for event in (m.additional_kwargs.get("events") or [])]
-    return first.model_copy(update={"content": content, "additional_kwargs": kwargs})
+def merge_chat_runs_in_session(chat_session: Session, delimiter: str = "\n\n") -> Session:
+    """Merge each run of consecutive messages from one speaker into a single message.
 
-
-def merge_chat_runs_in_session(chat_session: ChatSession, delimiter: str = "\n\n") -> ChatSession:
-    """Merge each run of consecutive messages from one sender into a single message.
-
-    A run continues while the next message is an instance of the first one's class and has the
-    same, non-null `additional_kwargs["sender"]` (LangChain's rule). A run of one message is
-    passed through unchanged. A longer run becomes a copy of its first message whose
+    A run continues while the next message is of the first one's class and has the same,
+    non-null `additional_kwargs["sender"]` (LangChain's rule) and the same `is_from_me`. A run of
+    one message is passed through unchanged. A longer run becomes a copy of its first message
+    whose
 
     - `content` is the run's non-blank contents joined by `delimiter`, stripped at both ends;
-    - `additional_kwargs` are the first message's, plus `merged_guids` (the `guid` of every
-      merged message that has one, in order), `last_message_time` and `last_message_time_iso`
-      (the last message's `message_time` / `message_time_iso`, when present), and `events`
-      (every message's events, concatenated) when any message has events.
+    - `additional_kwargs` are the first message's, plus `guids` (the `guid` of every merged
+      message that has one, in order), `last_message_time` and `last_message_time_iso` (the
+      last message's `message_time` / `message_time_iso`, when present), and `events` (every
+      message's events, concatenated) when any message has events.
 
     `message_time` stays the time of the first message. Compared with LangChain's version the
     text differs only where that one is inconsistent: it drops trailing whitespace of every
@@ -144,43 +157,38 @@ def merge_chat_runs_in_session(chat_session: ChatSession, delimiter: str = "\n\n
     Raises:
         ChatSessionError: A message's content is not a string (a `ValueError`, as in LangChain).
     """
+    messages = chat_session["messages"]
+    texts = [_text(message, index) for index, message in enumerate(messages)]
     merged: list[BaseMessage] = []
-    run: list[BaseMessage] = []
-    texts: list[str] = []
-    for index, message in enumerate(chat_session["messages"]):
-        text = _text(message, index)
-        if run and _continues_run(run[0], message):
-            run.append(message)
-            texts.append(text)
-            continue
-        if run:
-            merged.append(_merge_run(run, texts, delimiter))
-        run, texts = [message], [text]
-    if run:
-        merged.append(_merge_run(run, texts, delimiter))
+    start = 0
+    for run in shaping.runs(messages, _speaker):
+        first = run[0]
+        if len(run) > 1:
+            first = first.model_copy(
+                update={
+                    "content": shaping.join_run(texts[start : start + len(run)], delimiter),
+                    "additional_kwargs": shaping.run_kwargs([m.additional_kwargs for m in run]),
+                }
+            )
+        merged.append(first)
+        start += len(run)
     return _session_with(chat_session, merged)
 
 
-def merge_chat_runs(chat_sessions: Iterable[ChatSession]) -> Iterator[ChatSession]:
-    """Merge runs of consecutive same-sender messages in each session (lazily).
+def merge_chat_runs(chat_sessions: Iterable[Session], delimiter: str = "\n\n") -> Iterator[Session]:
+    """Merge runs of consecutive same-speaker messages in each session (lazily).
 
-    See `merge_chat_runs_in_session`, which this applies with the default delimiter.
+    See `merge_chat_runs_in_session`.
 
     Args:
         chat_sessions: Chat sessions.
+        delimiter: What separates the texts of a run (the pipeline's `merge_separator`).
 
     Returns:
         An iterator over the merged sessions, in input order.
     """
     for chat_session in chat_sessions:
-        yield merge_chat_runs_in_session(chat_session)
-
-
-def _is_assistant(message: BaseMessage, sender: str) -> bool:
-    """Whether `message` is the assistant's for `sender` (see `map_ai_messages_in_session`)."""
-    if sender == OWNER_SENDER:
-        return message.additional_kwargs.get("is_from_me") is True
-    return bool(message.additional_kwargs.get("sender") == sender)
+        yield merge_chat_runs_in_session(chat_session, delimiter)
 
 
 def _recast(message: BaseMessage, cls: type[HumanMessage] | type[AIMessage]) -> BaseMessage:
@@ -194,16 +202,19 @@ def _recast(message: BaseMessage, cls: type[HumanMessage] | type[AIMessage]) -> 
     )
 
 
-def map_ai_messages_in_session(chat_sessions: ChatSession, sender: str) -> ChatSession:
+def map_ai_messages_in_session(chat_sessions: Session, sender: str, *, exact: bool = True) -> Session:
     """Make the messages of `sender` the assistant's (`AIMessage`) and the others the user's.
 
-    A message is the assistant's when
+    A message is the assistant's when (`shaping.ai_matcher`)
 
     - `sender` is `OWNER_SENDER`: its `additional_kwargs["is_from_me"]` is true, so the owner's
       messages are found by direction, whatever name (or none) they carry;
     - otherwise: its `additional_kwargs["sender"]` equals `sender` (LangChain's rule), e.g. the
       owner's configured name such as "Me", or a contact's name or handle. A contact who shares
       that name is matched too: use `OWNER_SENDER` to select the owner unambiguously.
+
+    With `exact=False` the rule is the pipeline's `[dataset] ai_sender` instead: "me" in any case
+    is the owner, and a name matches `sender` or `handle` without case.
 
     Assistant messages become `AIMessage`s and `AIMessage`s of anyone else become
     `HumanMessage`s (LangChain leaves those as assistant messages, so mapping twice mixed two
@@ -213,13 +224,15 @@ def map_ai_messages_in_session(chat_sessions: ChatSession, sender: str) -> ChatS
     Args:
         chat_sessions: One chat session (the name is LangChain's).
         sender: A sender name, or `OWNER_SENDER`.
+        exact: LangChain's comparison (the default), or the pipeline's.
 
     Returns:
         A new chat session with the input's other keys.
     """
+    is_ai = shaping.ai_matcher(sender, exact=exact)
     messages: list[BaseMessage] = []
     for message in chat_sessions["messages"]:
-        if _is_assistant(message, sender):
+        if is_ai(message.additional_kwargs):
             if not isinstance(message, AIMessage):
                 message = _recast(message, AIMessage)
         elif isinstance(message, AIMessage):
@@ -228,18 +241,19 @@ def map_ai_messages_in_session(chat_sessions: ChatSession, sender: str) -> ChatS
     return _session_with(chat_sessions, messages)
 
 
-def map_ai_messages(chat_sessions: Iterable[ChatSession], sender: str) -> Iterator[ChatSession]:
+def map_ai_messages(chat_sessions: Iterable[Session], sender: str, *, exact: bool = True) -> Iterator[Session]:
     """Apply `map_ai_messages_in_session` to each session (lazily).
 
     Args:
         chat_sessions: Chat sessions.
         sender: A sender name, or `OWNER_SENDER` for the owner's messages by `is_from_me`.
+        exact: LangChain's comparison (the default), or the pipeline's `ai_sender` rule.
 
     Returns:
         An iterator over the mapped sessions, in input order.
     """
     for chat_session in chat_sessions:
-        yield map_ai_messages_in_session(chat_session, sender)
+        yield map_ai_messages_in_session(chat_session, sender, exact=exact)
 
 
 def _openai_message(message: BaseMessage) -> dict[str, Any]:
@@ -248,34 +262,19 @@ def _openai_message(message: BaseMessage) -> dict[str, Any]:
     One correction: `name` also comes from the message's own `name` field (LangChain's community
     adapter reads only `additional_kwargs["name"]`, which still wins when present).
     """
-    result: dict[str, Any]
-    if isinstance(message, ChatMessage):
-        result = {"role": message.role, "content": message.content}
-    elif isinstance(message, HumanMessage):
-        result = {"role": "user", "content": message.content}
-    elif isinstance(message, AIMessage):
-        result = {"role": "assistant", "content": message.content}
-        for key in ("function_call", "tool_calls"):
-            if key in message.additional_kwargs:
-                result[key] = message.additional_kwargs[key]
-                # OpenAI's shape for a call without text is null content, not "".
-                if result["content"] == "":
-                    result["content"] = None
-    elif isinstance(message, SystemMessage):
-        result = {"role": "system", "content": message.content}
-    elif isinstance(message, FunctionMessage):
-        result = {"role": "function", "content": message.content}
-    elif isinstance(message, ToolMessage):
-        result = {"role": "tool", "content": message.content, "tool_call_id": message.tool_call_id}
-    else:
-        raise ChatSessionError(f"cannot convert a {type(message).__name__} to an OpenAI chat message")
-    name = message.additional_kwargs.get("name", message.name)
-    if name is not None:
-        result["name"] = name
-    return result
+    return shaping.openai_message(
+        _kind(message),
+        message.content,
+        name=message.additional_kwargs.get("name", message.name),
+        role=getattr(message, "role", None),
+        kwargs=message.additional_kwargs,
+        tool_call_id=getattr(message, "tool_call_id", None),
+    )
 
 
-def convert_messages_for_finetuning(sessions: Iterable[ChatSession]) -> list[list[dict[str, Any]]]:
+def convert_messages_for_finetuning(
+    sessions: Iterable[ChatSession], *, system_prompt: str = ""
+) -> list[list[dict[str, Any]]]:
     """Convert sessions to OpenAI chat-format message lists, one list per session.
 
     Messages become `{"role": "user" | "assistant" | "system" | ..., "content": ...}` dicts
@@ -285,6 +284,8 @@ def convert_messages_for_finetuning(sessions: Iterable[ChatSession]) -> list[lis
 
     Args:
         sessions: The chat sessions.
+        system_prompt: A system message to put first in every list ("" for none), as the
+            pipeline's `[dataset] system_prompt`.
 
     Returns:
         One list of message dicts per kept session, in input order.
@@ -293,30 +294,21 @@ def convert_messages_for_finetuning(sessions: Iterable[ChatSession]) -> list[lis
         ChatSessionError: A kept session holds a message class with no OpenAI role.
     """
     return [
-        [_openai_message(message) for message in session["messages"]]
+        shaping.openai_example([_openai_message(m) for m in session["messages"]], system_prompt)["messages"]
         for session in sessions
         if any(isinstance(message, AIMessage) for message in session["messages"])
     ]
 
 
-def _seconds(message: BaseMessage, key: str, default: float | None = None) -> float:
-    """`additional_kwargs[key]` of `message` as unix seconds, or `default` when absent."""
-    value = message.additional_kwargs.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ChatSessionError(
-            f"message {message.additional_kwargs.get('guid')!r} has no numeric {key!r} "
-            f"(got {value!r}); splitting on idle gaps needs unix seconds"
-        )
-    return value
+def _kwargs(message: BaseMessage) -> Mapping[str, Any]:
+    return message.additional_kwargs
 
 
 def split_on_idle_gap(messages: Sequence[BaseMessage], gap_seconds: int) -> list[list[BaseMessage]]:
     """Split a conversation wherever nobody wrote for more than `gap_seconds`.
 
-    The silence before a message is its `message_time` minus the latest end seen so far in the
-    current part, a message's end being its `last_message_time` (set by merging runs) or else its
-    `message_time`; so merged runs and slightly out-of-order timestamps are measured correctly.
-    A silence of exactly `gap_seconds` does not split.
+    See `shaping.split_on_idle_gap`: the silence is measured from the latest end so far (a
+    merged message ends at its `last_message_time`); exactly `gap_seconds` does not split.
 
     Args:
         messages: Messages in chronological order, with `additional_kwargs["message_time"]`.
@@ -328,20 +320,17 @@ def split_on_idle_gap(messages: Sequence[BaseMessage], gap_seconds: int) -> list
     Raises:
         ChatSessionError: `gap_seconds` is not positive, or a message has no numeric time.
     """
-    if gap_seconds <= 0:
-        raise ChatSessionError(f"the idle gap must be positive, got {gap_seconds} seconds")
-    parts: list[list[BaseMessage]] = []
-    latest_end = 0.0
-    for message in messages:
-        start = _seconds(message, "message_time")
-        end = _seconds(message, "last_message_time", start)
-        if parts and start - latest_end <= gap_seconds:
-            parts[-1].append(message)
-            latest_end = max(latest_end, end)
-        else:
-            parts.append([message])
-            latest_end = end
-    return parts
+    return shaping.split_on_idle_gap(messages, gap_seconds, _kwargs)
+
+
+def split_on_idle_gaps(chat_sessions: Iterable[Session], gap_seconds: int) -> Iterator[Session]:
+    """Each session cut into one session per conversation (`split_on_idle_gap`), lazily.
+
+    Every part keeps the session's other keys (`chat`, `functions`).
+    """
+    for chat_session in chat_sessions:
+        for part in split_on_idle_gap(chat_session["messages"], gap_seconds):
+            yield _session_with(chat_session, part)
 
 
 def window(
@@ -349,32 +338,20 @@ def window(
     max_tokens: int,
     overlap_messages: int,
     count_tokens: Callable[[BaseMessage], int],
-    is_reply: Callable[[Any], bool] | None = None,
+    is_reply: Callable[[BaseMessage], bool] | None = None,
 ) -> list[list[BaseMessage]]:
     """Cut a long conversation into overlapping windows that each fit a token budget.
 
-    Every window is a contiguous slice whose tokens (the sum of `count_tokens` over its
-    messages) are at most `max_tokens`, and ends on an `AIMessage`: human messages after a
-    window's last reply are dropped from it, so no window lacks a reply. Windows are built
-    greedily: each one starts as early as allowed and takes as many messages as fit, then the
-    next one starts `overlap_messages` messages before the end of the previous one (later when
-    the budget or a short previous window requires it, but always after the previous start),
-    and must contain a reply the previous window did not. Every reply that fits the budget on
-    its own ends up in some window.
-
-    A message longer than the whole budget cannot be in any window and is left out, without
-    truncation (a cut-off reply would teach the model to stop mid-sentence); no window spans
-    it. Callers report such messages as those with `count_tokens(m) > max_tokens`.
-
-    `count_tokens` is called exactly once per message and the rest is linear in their number.
+    See `shaping.window`: every window is a contiguous slice of at most `max_tokens` ending on a
+    reply, consecutive windows share `overlap_messages` messages, and a message longer than the
+    budget is in no window. `count_tokens` is called once per message.
 
     Args:
         messages: A conversation in order.
         max_tokens: The budget of one window; must be positive.
         overlap_messages: How many messages consecutive windows share; must not be negative.
         count_tokens: Tokens of one message (must not be negative).
-        is_reply: Which messages are replies (default: `AIMessage`s); lets the merged.json
-            stage window its lightweight turns with the same code.
+        is_reply: Which messages are replies (default: `AIMessage`s).
 
     Returns:
         The windows, in order; `[]` when no reply fits.
@@ -382,111 +359,70 @@ def window(
     Raises:
         ChatSessionError: A parameter is out of range or `count_tokens` returned a negative number.
     """
-    if max_tokens <= 0:
-        raise ChatSessionError(f"the token budget must be positive, got {max_tokens}")
-    if overlap_messages < 0:
-        raise ChatSessionError(f"the overlap must not be negative, got {overlap_messages}")
-    tokens = [count_tokens(message) for message in messages]
-    if any(count < 0 for count in tokens):
-        raise ChatSessionError("count_tokens returned a negative number of tokens")
-    prefix = [0, *accumulate(tokens)]  # prefix[i] = tokens of messages[:i]
-    reply_test = is_reply or (lambda message: isinstance(message, AIMessage))
-    is_reply_at = [reply_test(message) for message in messages]
-    total = len(messages)
-
-    windows: list[list[BaseMessage]] = []
-    start = 0  # earliest index the next window may start at
-    reply = 0  # scan position for the next window's first new reply
-    while True:
-        while reply < total and not (is_reply_at[reply] and tokens[reply] <= max_tokens):
-            reply += 1
-        if reply == total:
-            return windows
-        while prefix[reply + 1] - prefix[start] > max_tokens:
-            start += 1
-        end = reply
-        while end + 1 < total and prefix[end + 2] - prefix[start] <= max_tokens:
-            end += 1
-        while not is_reply_at[end]:
-            end -= 1
-        windows.append(list(messages[start : end + 1]))
-        start = max(end + 1 - overlap_messages, start + 1)
-        reply = end + 1
+    return shaping.window(
+        messages,
+        max_tokens,
+        overlap_messages,
+        count_tokens,
+        is_reply or (lambda message: isinstance(message, AIMessage)),
+    )
 
 
-_CODE_WORD = r"(?:pass)?code|otp|pin|verification|verify|2fa"
-_CODE_DIGITS = r"(?:\d{3}[- ]\d{3}|\d{4,8})(?!\d|[-.,:/]\d)"
-_REDACTABLE = re.compile(
-    rf"""
-    (?P<url>(?i:\b(?:https?://|www\.))[^\s<>"']*[^\s<>"'.,;:!?)\]])
-    | (?P<email>\b[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{{2,}}\b)
-    # A code after its keyword: "code 1234", "code: 1234", "Your Uber code is 1234",
-    # "verification code for your account: 123-456". The keyword is kept.
-    | (?P<code_lead>(?i:\b(?:{_CODE_WORD})\b
-        (?:(?:\s+[a-z][\w'-]*){{0,4}}?\s*(?:\bis\b|[:=])\s*:?\s*|[\s:#=-]+)))
-      (?P<code>{_CODE_DIGITS})
-    # A code before it: "123456 is your Instagram code", "G-123456 is your Google
-    # verification code". Only "is your": "2019 is the year of code" stays.
-    | (?P<code_trail>\b{_CODE_DIGITS}
-        (?=(?i:\s+is\s+your(?:\s+[\w'-]+){{0,4}}?\s+(?:(?:pass)?code|otp|pin)\b)))
-    # International: "+" then 8 to 15 digits, at most two of " .-()" between two digits.
-    | (?P<phone_intl>(?<![\w+])\+\d(?:[\s.()-]{{0,2}}\d){{7,14}}(?!\d))
-    # North American: (555) 123-4567, 555-123-4567, 555.123.4567, 1-555-123-4567, 5551234567.
-    | (?P<phone_us>(?<![\w$€£¥+./,-])(?:1[\s.-]?)?(?:\(\d{{3}}\)\s?|\d{{3}}[\s.-]?)
-        \d{{3}}[\s.-]?\d{{4}}(?!\w|[-.,:/]\d))
-    """,
-    re.VERBOSE,
-)
-# Every kind needs a digit, "@", "www." or "http": most messages have none and skip the scan.
-_MAY_BE_REDACTABLE = re.compile(r"[\d@]|(?i:www\.|http)")
-_KIND_OF_GROUP = {
-    "url": "url",
-    "email": "email",
-    "code": "code",
-    "code_trail": "code",
-    "phone_intl": "phone",
-    "phone_us": "phone",
-}
+def prepare_for_finetuning(
+    chat_sessions: Iterable[Session],
+    options: DatasetConfig,
+    counter: TokenCounter,
+    known: KnownPeople | None = None,
+) -> Iterator[Session]:
+    """The training examples of mapped conversations, by the `[dataset]` settings (lazily).
 
-
-def redact(text: str, *, phones: bool, emails: bool, codes: bool, urls: bool) -> tuple[str, Counter[str]]:
-    """Replace phone numbers, e-mail addresses, one-time codes and URLs by placeholders.
-
-    Replacements are `PLACEHOLDERS` (`[phone]`, `[email]`, `[code]`, `[url]`). One scan finds
-    every kind, earliest match first, so a kind that is not redacted still shields its text
-    from the others (the digits of a URL are not taken for a phone number when `urls` is off).
-
-    - URLs: `http://`, `https://` or `www.` up to whitespace, minus trailing punctuation.
-    - Codes: 4 to 8 digits (or `123-456`) right after "code", "passcode", "OTP", "PIN",
-      "verification", "verify" or "2FA" (a few words and "is" or ":" may come between), or
-      before "is your ... code"; the keyword itself stays.
-    - Phones: "+" and 8 to 15 digits, or North American ten-digit numbers with an optional
-      leading 1. Local formats of other countries and 7-digit numbers are not recognised.
-
-    Years ("2019", "1999-2003"), dates, times ("10:30"), prices ("$1,299.99") and other bare
-    numbers are left alone, as are digits inside longer numbers.
+    As the `merged` stage (`shaping.Shaper`): group chats are left out with
+    `group_chats = "exclude"`; conversations without an `AIMessage` are dropped; each message is
+    redacted as configured, special-token strings are neutralised, and in group chats each other
+    sender gets an OpenAI `name` (or a "Name: " prefix), "Person N" when redaction hides them;
+    then each conversation is cut into windows of at most `max_tokens` (with the system prompt,
+    counted by `counter`) that end on an `AIMessage`. Sessions of one chat must come in a row:
+    labels are kept per chat (`chat["chat_id"]`).
 
     Args:
-        text: The text.
-        phones: Redact phone numbers.
-        emails: Redact e-mail addresses.
-        codes: Redact one-time codes.
-        urls: Redact URLs.
+        chat_sessions: Merged conversations whose AI side is mapped (`map_ai_messages`).
+        options: The `[dataset]` settings.
+        counter: The target model's token counter.
+        known: The people `redact_known_names` hides (`KnownPeople.from_artifacts`).
 
     Returns:
-        The redacted text, and how many replacements of each kind were made (keys of
-        `PLACEHOLDERS`, only those with at least one).
+        One session per example, with the input's other keys.
     """
-    enabled = {"phone": phones, "email": emails, "code": codes, "url": urls}
-    counts: Counter[str] = Counter()
-    if not any(enabled.values()) or not _MAY_BE_REDACTABLE.search(text):
-        return text, counts
+    shaper = shaping.Shaper(options, counter, known)
+    current: object = None
+    prepare = shaper.preparation(None)
+    for chat_session in chat_sessions:
+        chat = _chat(chat_session)
+        key = chat.get("chat_id") if chat else None
+        if key is None or key != current:
+            current, prepare = key, shaper.preparation(chat)
+        messages = chat_session["messages"]
+        if shaper.excludes(chat) or not shaper.keeps(_kind(m) for m in messages):
+            continue
+        prepared: list[BaseMessage] = []
+        for index, message in enumerate(messages):
+            sender = message.additional_kwargs.get("sender") or ""
+            content, name = prepare(_text(message, index), isinstance(message, AIMessage), sender)
+            if content != message.content or name is not None:
+                message = message.model_copy(update={"content": content, "name": name or message.name})
+            prepared.append(message)
+        lines = [_openai_message(m) for m in prepared]
+        for span in shaper.windows(lines, [isinstance(m, AIMessage) for m in prepared]):
+            yield _session_with(chat_session, prepared[span.start : span.stop])
 
-    def replace(match: re.Match[str]) -> str:
-        kind = _KIND_OF_GROUP[str(match.lastgroup)]
-        if not enabled[kind]:
-            return match.group(0)
-        counts[kind] += 1
-        return (match.group("code_lead") or "") + PLACEHOLDERS[kind]
 
-    return _REDACTABLE.sub(replace, text), counts
+def hold_out(chat_sessions: Iterable[Session], share: float, seed: int) -> tuple[list[Session], list[Session]]:
+    """Sessions for training and sessions held out for validation, by chat, as `doit dataset`
+    splits them (`[dataset] validation_share` and `split_seed`; sessions need `chat`)."""
+    train: list[Session] = []
+    validation: list[Session] = []
+    for chat_session in chat_sessions:
+        chat = _chat(chat_session) or {}
+        held_out = shaping.in_validation(chat.get("chat_id", 0), share, seed)
+        (validation if held_out else train).append(chat_session)
+    return train, validation

@@ -14,7 +14,6 @@ tokens with the target model's tokenizer and estimates what training will bill.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from imessage_finetune.evaluation.heldout import Span, split_by_time
 from imessage_finetune.jsonio import dump_compact, dump_json, read_stream, read_trailer
 from imessage_finetune.openai_file import ValidationResult, validate_lines
 from imessage_finetune.schema_check import validate_document
+from imessage_finetune.shaping import in_validation, openai_example, openai_message
 from imessage_finetune.sources.chatdb.dates import unix_to_iso
 from imessage_finetune.stages.merged import FORMAT as MERGED_FORMAT
 from imessage_finetune.stages.stage import Stage, StageContext
@@ -76,33 +76,16 @@ def partner_of(example: dict[str, Any]) -> str:
     return f"{group} with {_names(names)}" if names else group
 
 
-def openai_example(example: dict[str, Any], system_prompt: str, *, partner: bool = False) -> dict[str, Any]:
+def openai_line(example: dict[str, Any], system_prompt: str, *, partner: bool = False) -> dict[str, Any]:
     """One merged example as an OpenAI chat fine-tuning line (`partner`: the system prompt
     names who the conversation is with)."""
-    messages: list[dict[str, Any]] = []
-    if partner:
-        system_prompt = partner_prompt(system_prompt, partner_of(example))
-    if system_prompt:
-        messages.append({"role": "system", "content": system_prompt})
-    for message in example["messages"]:
-        data = message["data"]
-        line: dict[str, Any] = {
-            "role": "assistant" if message["type"] == "ai" else "user",
-            "content": data["content"],
-        }
-        if data["name"]:
-            line["name"] = data["name"]
-        messages.append(line)
-    return {"messages": messages}
-
-
-def in_validation(chat_id: int, share: float, seed: int) -> bool:
-    """Whether a chat is held out. By chat, not by example: overlapping windows of one chat
-    on both sides would let validation loss measure memorisation."""
-    if share <= 0:
-        return False
-    digest = hashlib.sha256(f"{seed}:{chat_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < share
+    return openai_example(
+        [
+            openai_message(message["type"], message["data"]["content"], name=message["data"]["name"])
+            for message in example["messages"]
+        ],
+        partner_prompt(system_prompt, partner_of(example)) if partner else system_prompt,
+    )
 
 
 def _percentile(values: list[int], share: float) -> int:
@@ -150,7 +133,7 @@ def write_dataset(
     rendered: list[tuple[int, dict[str, Any]]] = []
     spans: list[Span] = []
     for example in examples:
-        line_object = openai_example(example, options.system_prompt, partner=options.partner_in_prompt)
+        line_object = openai_line(example, options.system_prompt, partner=options.partner_in_prompt)
         rendered.append((example["chat_id"], line_object))
         spans.append(example_span(example))
     by_time = split_by_time(spans, share=options.heldout_share, days=options.heldout_days)

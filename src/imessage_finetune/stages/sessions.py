@@ -78,8 +78,8 @@ def message_dict(message: Message) -> dict[str, Any]:
     }
 
 
-def session_dict(chat: Chat, messages: list[Message]) -> dict[str, Any]:
-    """One chat's entry in sessions.json."""
+def chat_dict(chat: Chat) -> dict[str, Any]:
+    """What sessions.json says of a chat besides its messages."""
     return {
         "chat_id": chat.rowid,
         "chat_guid": chat.guid,
@@ -88,8 +88,12 @@ def session_dict(chat: Chat, messages: list[Message]) -> dict[str, Any]:
         "service": chat.service,
         "is_group": chat.is_group,
         "participants": [{"handle": p.handle, "name": p.name} for p in chat.participants],
-        "messages": [message_dict(m) for m in messages],
     }
+
+
+def session_dict(chat: Chat, messages: list[Message]) -> dict[str, Any]:
+    """One chat's entry in sessions.json."""
+    return {**chat_dict(chat), "messages": [message_dict(m) for m in messages]}
 
 
 def stats_dict(stats: ReadStats) -> dict[str, Any]:
