@@ -22,17 +22,10 @@ the reason given there: a vfork-started child inherits its parent's peak RSS.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
-import os
-import platform
 import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,26 +125,9 @@ def run_program(
     name: str, program: str, args: Sequence[str], cwd: Path
 ) -> tuple[float, float, Any]:
     """Run `program` in a fresh interpreter; its wall time, peak RSS (MB) and printed JSON."""
-    with tempfile.TemporaryFile() as errors:
-        start = time.perf_counter()
-        child = subprocess.Popen(
-            [sys.executable, "-c", program, *args], stdout=subprocess.PIPE, stderr=errors, cwd=cwd
-        )
-        assert child.stdout is not None
-        output = child.stdout.read()
-        # wait4 rather than wait(): it also returns this child's own resource usage.
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - start
-        child.stdout.close()
-        child.returncode = os.waitstatus_to_exitcode(status)
-        if child.returncode != 0:
-            errors.seek(0)
-            tail = errors.read().decode(errors="replace").strip().splitlines()[-5:]
-            raise base.ContenderFailed(
-                f"{name} exited with {child.returncode}: " + " | ".join(tail)
-            )
+    wall, rss, output = base.run_child(name, [sys.executable, "-c", program, *args], cwd)
     try:
-        return wall, base._rss_mb(usage.ru_maxrss), json.loads(output)
+        return wall, rss, json.loads(output)
     except ValueError:
         raise base.ContenderFailed(f"{name} printed no result") from None
 
@@ -232,12 +208,7 @@ def summarise(
     """Medians (and the raw runs) per contender, with the analysis of what it wrote."""
     results: dict[str, dict[str, Any]] = {}
     for name, runs in samples.items():
-        results[name] = {
-            "wall_median_s": round(statistics.median(s.wall_s for s in runs), 3),
-            "peak_rss_median_mb": round(statistics.median(s.peak_rss_mb for s in runs), 1),
-            "wall_s": [round(s.wall_s, 3) for s in runs],
-            "peak_rss_mb": [round(s.peak_rss_mb, 1) for s in runs],
-        }
+        results[name] = base.timings(runs)
         if name in figures:
             results[name]["output"] = {**figures[name], "sha256": runs[0].sha256}
     return results
@@ -323,24 +294,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{ours['over_budget']} over ({'ok' if within else 'FAILED'})"
     )
     if args.json:
-        document = {
-            "date": dt.date.today().isoformat(),
-            "machine": {
-                "nproc": os.cpu_count(),
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-            },
-            "database": {"messages": args.messages, "bytes": database.stat().st_size,
-                         "dataset_version": base.DATASET_VERSION},
-            "sessions_bytes": sessions.stat().st_size,
-            "repetitions": args.repetitions,
-            "peak_rss_floor_mb": floor,
-            "token_budget": budget,
-            "tokenizer": {"encoding": analysis["encoding"], "exact": analysis["exact"]},
-            "results": results,
-            "ratios": ratio,
-            "within_budget": within,
-        }
+        document = base.run_document(
+            args,
+            database,
+            sessions_bytes=sessions.stat().st_size,
+            peak_rss_floor_mb=floor,
+            token_budget=budget,
+            tokenizer={"encoding": analysis["encoding"], "exact": analysis["exact"]},
+            results=results,
+            ratios=ratio,
+            within_budget=within,
+        )
         args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     return 0 if within else 1
 

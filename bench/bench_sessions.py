@@ -43,6 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
+from typing import Any
 
 # Bump whenever the generator changes, so cached databases are rebuilt.
 DATASET_VERSION = 1
@@ -355,17 +356,16 @@ def _rss_mb(ru_maxrss: int) -> float:
     return ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
-def run_contender(name: str, database: Path, out: Path) -> Sample:
-    """Run one contender in a fresh interpreter; measure its wall time and peak RSS."""
-    out.mkdir(parents=True)
+def run_child(
+    name: str, argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None
+) -> tuple[float, float, bytes]:
+    """Run `argv` as a child process; its wall time, peak RSS (MB) and standard output.
+
+    Raises ContenderFailed, with the end of its standard error, when it exits non-zero.
+    """
     with tempfile.TemporaryFile() as errors:
         start = time.perf_counter()
-        child = subprocess.Popen(
-            [sys.executable, "-c", CONTENDERS[name], str(database), str(out)],
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            cwd=out,
-        )
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors, cwd=cwd, env=env)
         assert child.stdout is not None
         output = child.stdout.read()
         # wait4 rather than wait(): it also returns this child's own resource usage.
@@ -377,11 +377,20 @@ def run_contender(name: str, database: Path, out: Path) -> Sample:
             errors.seek(0)
             tail = errors.read().decode(errors="replace").strip().splitlines()[-5:]
             raise ContenderFailed(f"{name} exited with {child.returncode}: " + " | ".join(tail))
+    return wall, _rss_mb(usage.ru_maxrss), output
+
+
+def run_contender(name: str, database: Path, out: Path) -> Sample:
+    """Run one contender in a fresh interpreter; measure its wall time and peak RSS."""
+    out.mkdir(parents=True)
+    wall, rss, output = run_child(
+        name, [sys.executable, "-c", CONTENDERS[name], str(database), str(out)], out
+    )
     try:
         messages = int(json.loads(output)["messages"])
     except (ValueError, KeyError, TypeError):
         raise ContenderFailed(f"{name} printed no message count") from None
-    return Sample(wall_s=wall, peak_rss_mb=_rss_mb(usage.ru_maxrss), messages=messages)
+    return Sample(wall_s=wall, peak_rss_mb=rss, messages=messages)
 
 
 def warm_page_cache(path: Path) -> None:
@@ -423,16 +432,36 @@ def measure(database: Path, workdir: Path, repetitions: int) -> dict[str, list[S
     return samples
 
 
+def timings(runs: Sequence[Any]) -> dict[str, Any]:
+    """Medians and raw figures of one contender's runs (anything with wall_s, peak_rss_mb)."""
+    return {
+        "wall_median_s": round(statistics.median(s.wall_s for s in runs), 3),
+        "peak_rss_median_mb": round(statistics.median(s.peak_rss_mb for s in runs), 1),
+        "wall_s": [round(s.wall_s, 3) for s in runs],
+        "peak_rss_mb": [round(s.peak_rss_mb, 1) for s in runs],
+    }
+
+
+def run_document(args: argparse.Namespace, database: Path, **figures: Any) -> dict[str, Any]:
+    """The JSON record of a benchmark run: when, where, on what, and `figures`."""
+    return {
+        "date": dt.date.today().isoformat(),
+        "machine": {
+            "nproc": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "database": {"messages": args.messages, "bytes": database.stat().st_size,
+                     "dataset_version": DATASET_VERSION},
+        "repetitions": args.repetitions,
+        **figures,
+    }
+
+
 def summarise(samples: dict[str, list[Sample]]) -> dict[str, dict[str, object]]:
     """Medians (and the raw runs) per contender."""
     return {
-        name: {
-            "wall_median_s": round(statistics.median(s.wall_s for s in runs), 3),
-            "peak_rss_median_mb": round(statistics.median(s.peak_rss_mb for s in runs), 1),
-            "messages_out": runs[0].messages,
-            "wall_s": [round(s.wall_s, 3) for s in runs],
-            "peak_rss_mb": [round(s.peak_rss_mb, 1) for s in runs],
-        }
+        name: {**timings(runs), "messages_out": runs[0].messages}
         for name, runs in samples.items()
     }
 
@@ -473,8 +502,10 @@ def print_report(results: dict[str, dict[str, object]], ratio: dict[str, float])
     )
 
 
-def parse_args(argv: Sequence[str] | None, description: str = __doc__) -> argparse.Namespace:
-    """Command-line options (shared with bench_dataset.py)."""
+def parse_args(
+    argv: Sequence[str] | None, description: str = __doc__, *, keep: bool = False
+) -> argparse.Namespace:
+    """Command-line options (shared with bench_dataset.py; `keep` adds bench_pipeline's --keep)."""
     parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument(
         "--messages", type=int, default=DEFAULT_MESSAGES,
@@ -488,6 +519,10 @@ def parse_args(argv: Sequence[str] | None, description: str = __doc__) -> argpar
     parser.add_argument("--repetitions", type=int, default=3, help="runs per contender (default 3)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     parser.add_argument("--rebuild", action="store_true", help="regenerate the cached database")
+    if keep:
+        parser.add_argument(
+            "--keep", type=Path, help="move the first round's outputs into this folder"
+        )
     args = parser.parse_args(argv)
     if args.messages < 1 or args.repetitions < 1:
         parser.error("--messages and --repetitions must be positive")
@@ -513,20 +548,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_report(results, ratio)
     print(f"peak RSS floor (this process's own peak, inherited by each child): {floor:.1f} MB")
     if args.json:
-        document = {
-            "date": dt.date.today().isoformat(),
-            "machine": {
-                "nproc": os.cpu_count(),
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-            },
-            "database": {"messages": args.messages, "bytes": database.stat().st_size,
-                         "dataset_version": DATASET_VERSION},
-            "repetitions": args.repetitions,
-            "peak_rss_floor_mb": floor,
-            "results": results,
-            "ratios": ratio,
-        }
+        document = run_document(
+            args, database, peak_rss_floor_mb=floor, results=results, ratios=ratio
+        )
         args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     return 0
 
