@@ -47,6 +47,7 @@ from langchain_core.messages import (
 from imessage_finetune import shaping
 from imessage_finetune.config import DatasetConfig
 from imessage_finetune.errors import ChatSessionError
+from imessage_finetune.evaluation.heldout import Span, split_by_time
 from imessage_finetune.shaping import OWNER_SENDER, PLACEHOLDERS, KnownPeople, redact
 from imessage_finetune.tokens import TokenCounter
 
@@ -56,6 +57,7 @@ __all__ = [
     "IMessageChatSession",
     "convert_messages_for_finetuning",
     "hold_out",
+    "hold_out_newest",
     "map_ai_messages",
     "map_ai_messages_in_session",
     "merge_chat_runs",
@@ -426,3 +428,19 @@ def hold_out(chat_sessions: Iterable[Session], share: float, seed: int) -> tuple
         held_out = shaping.in_validation(chat.get("chat_id", 0), share, seed)
         (validation if held_out else train).append(chat_session)
     return train, validation
+
+
+def hold_out_newest(chat_sessions: Iterable[Session], share: float, days: float) -> tuple[list[Session], list[Session]]:
+    """Examples to keep and the newest ones held out for evaluation, split by time as `doit
+    dataset` splits heldout.jsonl off (`[dataset] heldout_share` and `heldout_days`): an
+    example spanning the cutoff is in neither list."""
+    sessions = list(chat_sessions)
+    spans = []
+    for chat_session in sessions:
+        first = chat_session["messages"][0].additional_kwargs
+        last = chat_session["messages"][-1].additional_kwargs
+        spans.append(Span(float(first["message_time"]), float(last.get("last_message_time", last["message_time"]))))
+    by_time = split_by_time(spans, share=share, days=days)
+    kept = [session for session, side in zip(sessions, by_time.sides, strict=True) if side == "train"]
+    heldout = [session for session, side in zip(sessions, by_time.sides, strict=True) if side == "heldout"]
+    return kept, heldout
