@@ -68,7 +68,7 @@ from imessage_finetune.backends import local
 local.quiet_libraries()
 import torch
 from imessage_finetune.backends.local import base_model
-from imessage_finetune.backends.local.examples import ExampleBuilder
+from imessage_finetune.backends.examples import ExampleBuilder
 from imessage_finetune.backends.local.trainer import loss_sample, mean_loss
 from imessage_finetune.config import LocalConfig
 settings = LocalConfig(base_model=str(work / "base"), checkpoint_steps=10**9)
@@ -95,7 +95,7 @@ REFERENCE = LOAD + """
 import tempfile
 from peft import LoraConfig, get_peft_model
 from transformers import Trainer, TrainingArguments
-from imessage_finetune.backends.local.examples import IGNORE
+from imessage_finetune.backends.examples import IGNORE
 
 def collate(batch):
     width = max(len(e["input_ids"]) for e in batch)

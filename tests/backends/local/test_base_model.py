@@ -76,7 +76,7 @@ def test_gradient_checkpointing_learns_the_same_adapter(tmp_path: Path) -> None:
 
     from imessage_finetune.backends.local import base_model
     from imessage_finetune.backends.local.checkpoints import CheckpointStore
-    from imessage_finetune.backends.local.examples import ExampleBuilder
+    from imessage_finetune.backends.examples import ExampleBuilder
     from imessage_finetune.backends.local.trainer import train_adapter
     from imessage_finetune.config import LocalConfig
 

@@ -78,7 +78,7 @@ def test_train_goes_from_chat_db_to_an_adapter_that_reloads_and_chats(
     assert oct((tmp_path / "out" / artifacts.ADAPTER.filename).stat().st_mode & 0o777) == "0o700"
 
     from imessage_finetune.backends.local import base_model, quiet_libraries
-    from imessage_finetune.backends.local.examples import ExampleBuilder
+    from imessage_finetune.backends.examples import ExampleBuilder
     from imessage_finetune.backends.local.trainer import loss_sample, mean_loss
     from peft import PeftModel
 

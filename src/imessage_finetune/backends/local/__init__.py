@@ -8,9 +8,9 @@ them, and choosing this backend without them says what to install (`require`).
 - `training`: train.jsonl to a published adapter and model.json.
 - `base_model`: finding and loading the base model and its tokenizer, the demo model.
 - `tiny_model`: the tiny random model the package builds itself for demonstrations.
-- `examples`: conversations rendered with the model's own chat template, loss masks.
 - `checkpoints`: the resumable state of a run.
-- `trainer`: the training loop, its events, Ctrl-C.
+- `trainer`: the training loop, its events, Ctrl-C (on examples from `backends.examples`,
+  shared with the MLX backend).
 - `chat`: the trained model (or its base) answering, streamed, and scoring conversations.
 """
 

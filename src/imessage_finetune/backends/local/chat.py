@@ -66,7 +66,7 @@ class LocalChat:
     def score(self, conversations: Iterable[Messages]) -> float | None:
         """Mean loss in nats per token over the assistant turns of `conversations`, rendered
         with the model's chat template as in training (None when no assistant token is left)."""
-        from imessage_finetune.backends.local.examples import ExampleBuilder
+        from imessage_finetune.backends.examples import ExampleBuilder
         from imessage_finetune.backends.local.trainer import mean_loss
 
         builder = ExampleBuilder(self.tokenizer, self.max_seq_length)

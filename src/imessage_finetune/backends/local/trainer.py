@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from imessage_finetune.backends.examples import IGNORE, TokenizedExample
 from imessage_finetune.backends.local.checkpoints import CheckpointStore
-from imessage_finetune.backends.local.examples import IGNORE, TokenizedExample
 from imessage_finetune.config import LocalConfig
 from imessage_finetune.errors import TrainingError
 

@@ -86,7 +86,7 @@ def train_local(
     local.require()
     local.quiet_libraries()
     from imessage_finetune.backends.local import base_model
-    from imessage_finetune.backends.local.examples import ExampleBuilder
+    from imessage_finetune.backends.examples import ExampleBuilder
     from imessage_finetune.backends.local.trainer import train_adapter
 
     settings = config.finetune.local

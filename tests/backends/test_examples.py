@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("transformers", reason="the local backend's extra is not installed: pip install -e '.[local]'")
 
-from imessage_finetune.backends.local.examples import IGNORE, ExampleBuilder  # noqa: E402
+from imessage_finetune.backends.examples import IGNORE, ExampleBuilder  # noqa: E402
 from imessage_finetune.backends.local.tiny_model import build_demo_model  # noqa: E402
 
 

@@ -1,5 +1,6 @@
 """Training examples in the base model's own format: its chat template, and a loss mask that
-keeps only the assistant's replies.
+keeps only the assistant's replies. Shared by the backends that train here (`local`, `mlx`):
+it needs only a Hugging Face tokenizer (a fast one, for offsets) and jinja2, no framework.
 
 A line of train.jsonl is rendered with `tokenizer.apply_chat_template`. Each reply's place
 in the rendered text is found by rendering the conversation up to the reply (with the
