@@ -13,47 +13,36 @@ checkpoint stays).
 from __future__ import annotations
 
 import math
-import signal
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from imessage_finetune.backends.examples import IGNORE, TokenizedExample
 from imessage_finetune.backends.local.checkpoints import CheckpointStore
+from imessage_finetune.backends.training import (
+    MAX_GRAD_NORM,
+    StepEvent,
+    TrainingInterrupted,
+    TrainingResult,
+    deferred_interrupt,
+    group_by_length,
+    interrupted,
+    learning_rate_factor,
+    loss_sample,
+)
 from imessage_finetune.config import LocalConfig
 from imessage_finetune.errors import TrainingError
 
-WARMUP_SHARE = 0.05  # of all steps, with a linear rise, then a linear decay to 0
-MAX_GRAD_NORM = 1.0
-GROUP_BATCHES = 16  # batches whose examples are grouped by length (the order stays random)
-LOSS_SAMPLE = 64  # training examples the before/after loss is measured on
-
-
-class TrainingInterrupted(TrainingError):
-    """Ctrl-C stopped training after a step; a checkpoint was saved there."""
-
-
-@dataclass(frozen=True)
-class StepEvent:
-    """One optimiser step: the loss of its batch (mean over the trained tokens)."""
-
-    step: int
-    total_steps: int
-    epoch: int
-    loss: float
-
-
-@dataclass(frozen=True)
-class TrainingResult:
-    """How the run went: steps, where it resumed, and the loss before and after."""
-
-    steps: int
-    train_loss_start: float
-    train_loss: float
-    validation_loss_start: float | None
-    validation_loss: float | None
+# Re-exported: callers and tests know them from here.
+__all__ = [
+    "StepEvent",
+    "TrainingInterrupted",
+    "TrainingResult",
+    "epoch_batches",
+    "loss_sample",
+    "mean_loss",
+    "train_adapter",
+]
 
 
 @contextmanager
@@ -115,10 +104,7 @@ def train_adapter(
     optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.0)
     per_epoch = math.ceil(len(train) / settings.batch_size)  # the last batch may be smaller
     total = per_epoch * settings.epochs
-    warmup = max(1, round(total * WARMUP_SHARE))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
-    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, total))
     sample = loss_sample(train)
     if on_start is not None:
         on_start(total)
@@ -154,7 +140,7 @@ def train_adapter(
 
     model.train()
     batches: tuple[int, list[list[int]]] = (-1, [])
-    with _deferred_interrupt() as interrupted:
+    with deferred_interrupt() as stop_requested:
         for step in range(start, total):
             epoch, index = divmod(step, per_epoch)
             if batches[0] != epoch:
@@ -172,12 +158,9 @@ def train_adapter(
             optimizer.zero_grad(set_to_none=True)
             if on_event is not None:
                 on_event(StepEvent(step + 1, total, epoch + 1, round(loss.item(), 4)))
-            if interrupted() and step + 1 < total:
+            if stop_requested() and step + 1 < total:
                 save(step + 1)
-                raise TrainingInterrupted(
-                    f"training stopped at step {step + 1} of {total}; a checkpoint was saved: run "
-                    "`doit train` again to resume from it"
-                )
+                raise interrupted(step + 1, total)
             if (step + 1) % settings.checkpoint_steps == 0 and step + 1 < total:
                 save(step + 1)
     result = TrainingResult(
@@ -188,11 +171,6 @@ def train_adapter(
         validation_loss=round(evaluate(validation), 4) if validation else None,
     )
     return model, result
-
-
-def loss_sample(train: Sequence[TokenizedExample]) -> list[TokenizedExample]:
-    """The training examples the loss before and after training is measured on (evenly spread)."""
-    return list(train[:: max(1, len(train) // LOSS_SAMPLE)][:LOSS_SAMPLE])
 
 
 def mean_loss(
@@ -226,26 +204,6 @@ def _batch_loss(
     )
 
 
-@contextmanager
-def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
-    """Hold a first Ctrl-C until the current step is done; a second one stops at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
-        return
-    requested: list[bool] = []
-
-    def handler(signum: int, frame: Any) -> None:
-        if requested:
-            raise KeyboardInterrupt
-        requested.append(True)
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield lambda: bool(requested)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def _rng_state(device: str) -> dict[str, Any]:
     """The random state dropout draws from: the CPU's, and the accelerator's if one trains."""
     import torch
@@ -274,13 +232,7 @@ def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int
     import torch
 
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(len(lengths), generator=generator).tolist()
-    group = batch_size * GROUP_BATCHES
-    batches = []
-    for start in range(0, len(order), group):
-        similar = sorted(order[start : start + group], key=lambda i: (-lengths[i], i))
-        batches += [similar[i : i + batch_size] for i in range(0, len(similar), batch_size)]
-    return batches
+    return group_by_length(torch.randperm(len(lengths), generator=generator).tolist(), lengths, batch_size)
 
 
 def _collate(batch: Sequence[TokenizedExample], pad_token_id: int, device: str) -> tuple[Any, Any, Any]:
