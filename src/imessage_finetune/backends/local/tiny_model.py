@@ -2,9 +2,9 @@
 
 It lets `doit train` run end to end with no download and no account, in seconds on a CPU.
 Its tokenizer is byte-level (every UTF-8 byte is a token, no merges), its chat template is
-ChatML like Qwen's, and its weights come from a fixed seed, so every build has the same
-bytes. It learns the shape of the demo's replies at best: it is a demonstration, not a
-model to talk to.
+ChatML like Qwen's (both from `backends.demo_tokenizer`), and its weights come from a fixed
+seed, so every build has the same bytes. It learns the shape of the demo's replies at best:
+it is a demonstration, not a model to talk to.
 """
 
 from __future__ import annotations
@@ -12,15 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from imessage_finetune.atomic import atomic_dir
+from imessage_finetune.backends.demo_tokenizer import build_demo_tokenizer
 
 # Bumped whenever the model below changes: the train stage reruns and the folder is rebuilt.
 DEMO_MODEL_VERSION = 1
 VERSION_FILE = "imessage-finetune-demo-version"
-SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
-    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 SEED = 0
 
 
@@ -30,18 +26,9 @@ def build_demo_model(folder: Path) -> Path:
 
     quiet_libraries()
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    core = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    core.decoder = decoders.ByteLevel()
-    core.add_special_tokens(list(SPECIAL_TOKENS))
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>", model_max_length=4096
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer = build_demo_tokenizer()
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=64,
