@@ -26,15 +26,15 @@ def test_committed_finetune_toml_is_valid_and_equals_the_defaults() -> None:
     """finetune.toml documents every key with its default value, and selects the demo data
     and the demo base model (the one value that is not a default)."""
     committed = load_config(PROJECT / "finetune.toml")
-    defaults = config_from_dict({"finetune": {"local": {"base_model": "demo"}}}, base_dir=PROJECT)
+    defaults = config_from_dict({"finetune": {"local": {"base_model": "demo"}, "mlx": {"base_model": "demo"}}}, base_dir=PROJECT)
     for section in SECTIONS:
         assert committed.section(section) == defaults.section(section)
-    assert committed.uses_demo and committed.finetune.local.is_demo
+    assert committed.uses_demo and committed.finetune.local.is_demo and committed.finetune.mlx.is_demo
     assert config_from_dict({}, base_dir=PROJECT).finetune.local.base_model == "Qwen/Qwen2.5-0.5B-Instruct"
     text = (PROJECT / "finetune.toml").read_text()
     for section in SECTIONS:
         for key, value in committed.section(section).items():
-            keys = value.keys() if key == "local" else [key]
+            keys = value.keys() if key in ("local", "mlx") else [key]
             for name in keys:
                 documented = f"\n{name} = " in text or f"[{section}.{name}]" in text
                 assert documented, f"{section}.{name} is not documented in finetune.toml"

@@ -76,6 +76,13 @@ REPORT = Artifact("report", "report.html")
 # the other partner_in_prompt setting.
 PARTNER_VARIANT = Artifact("partner_variant", "evaluation-partner")
 
+# The MLX backend's, in a folder of their own (its adapters are in mlx-lm's format).
+MLX_MODEL_DIR = "mlx-model"
+MLX_ADAPTER = Artifact("mlx_adapter", f"{MLX_MODEL_DIR}/adapter")
+MLX_ADAPTER_FILES = ("adapter_config.json", "adapters.safetensors")
+MLX_CHECKPOINTS = Artifact("mlx_checkpoints", f"{MLX_MODEL_DIR}/checkpoints")
+MLX_DEMO_BASE_MODEL = Artifact("mlx_demo_base_model", f"{MLX_MODEL_DIR}/demo-base")
+
 ALL: tuple[Artifact, ...] = (SNAPSHOT, CONTACTS, SESSIONS, MERGED, TRAIN, VALIDATION, HELDOUT, DATASET_REPORT)
 RECEIPTS: tuple[Artifact, ...] = (UPLOAD, JOB, MODEL)
 

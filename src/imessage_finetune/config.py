@@ -131,10 +131,37 @@ class LocalConfig:
 
 
 @dataclass(frozen=True)
+class MlxConfig:
+    """`[finetune.mlx]`: LoRA fine-tuning with MLX (mlx-lm), made for Apple silicon; QLoRA
+    when the base model is quantized."""
+
+    base_model: str = DEFAULT_BASE_MODEL
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    layers: int = -1
+    learning_rate: float = 2e-4
+    epochs: int = 3
+    batch_size: int = 4
+    max_seq_length: int = 1024
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    checkpoint_steps: int = 50
+    max_new_tokens: int = 200
+    temperature: float = 0.7
+
+    @property
+    def is_demo(self) -> bool:
+        """True for the tiny random model the package builds for demonstrations."""
+        return self.base_model == DEMO_BASE_MODEL
+
+
+@dataclass(frozen=True)
 class FinetuneConfig:
     """`[finetune]`: where and how to fine-tune; the model also sets tokenizer, limits, price."""
 
-    backend: Literal["local", "openai"] = "local"
+    backend: Literal["local", "mlx", "openai"] = "local"
     base_url: str = ""
     api_key_file: str = ""
     model: str = "gpt-4.1-mini-2025-04-14"
@@ -157,6 +184,7 @@ class FinetuneConfig:
         }
     )
     local: LocalConfig = LocalConfig()
+    mlx: MlxConfig = MlxConfig()
 
 
 @dataclass(frozen=True)
@@ -447,6 +475,21 @@ def _check_semantics(config: Config, where: str) -> DateRange:
                 f'{where}: dataset.phone_region must be "auto" or a two-letter region code such '
                 f'as "US", "GB" or "FR", got {dataset.phone_region!r}'
             )
+    mlx = finetune.mlx
+    for key in ("lora_rank", "lora_alpha", "epochs", "batch_size", "max_seq_length", "checkpoint_steps", "max_new_tokens"):
+        if getattr(mlx, key) <= 0:
+            raise ConfigError(f"{where}: finetune.mlx.{key} must be more than 0, got {getattr(mlx, key)}")
+    if mlx.layers == 0 or mlx.layers < -1:
+        raise ConfigError(f"{where}: finetune.mlx.layers must be -1 (every layer) or more than 0, got {mlx.layers}")
+    if not 0 <= mlx.lora_dropout < 1 or mlx.learning_rate <= 0 or mlx.temperature < 0:
+        raise ConfigError(
+            f"{where}: finetune.mlx.lora_dropout must be at least 0 and below 1, learning_rate "
+            "more than 0 and temperature 0 or more (0 answers greedily)"
+        )
+    if not mlx.base_model.strip():
+        raise ConfigError(
+            f'{where}: finetune.mlx.base_model must name a model (a Hugging Face id, a folder, or "demo")'
+        )
     if not dataset.ai_sender.strip():
         raise ConfigError(f'{where}: dataset.ai_sender must be "me" or a sender\'s name or handle')
     return DateRange(start, end)
