@@ -124,6 +124,13 @@ class ExampleBuilder:
         self.stats.trained_tokens = sum(e.trained_tokens for e in examples)
         return examples
 
+    def prompt_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+        """The tokens of a prompt asking for the next reply to `messages`, rendered as the
+        training examples are: names as prefixes, special tokens neutralised, one turn per
+        side, then the template's header of an assistant reply."""
+        turns = to_turns(messages, self.special, ExampleStats())
+        return list(self.tokenizer(self._render(turns, True), add_special_tokens=False)["input_ids"])
+
     def _conversation(self, turns: list[Turn]) -> list[TokenizedExample]:
         try:
             whole = self._tokenize(turns)
