@@ -72,6 +72,31 @@ def test_the_loss_is_on_the_ai_sides_replies_only_never_friends_names_template_o
     assert loss.item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_gradient_checkpointing_with_dropout_trains_the_same_adapter(tmp_path: Path) -> None:
+    """Recomputing a block in the backward pass draws the same dropout masks as its forward
+    pass did (mlx-lm's own checkpointing would draw new ones), so checkpointing changes the
+    memory a step takes, not what it learns; the model's classes are as before afterwards."""
+    from mlx.utils import tree_flatten
+
+    from imessage_finetune.backends.mlx.checkpoints import CheckpointStore
+    from imessage_finetune.backends.mlx.trainer import add_lora, train_adapter
+    from imessage_finetune.config import MlxConfig
+
+    adapters = []
+    for checkpointing in (False, True):
+        model, tokenizer = base_model.load(base_model.locate("demo", tmp_path, tmp_path))
+        block_call = type(model.layers[0]).__call__
+        settings = MlxConfig(gradient_checkpointing=checkpointing, lora_dropout=0.1, epochs=2, batch_size=2, learning_rate=1e-2)
+        examples = ExampleBuilder(tokenizer._tokenizer, 1024).build([GROUP_CHAT] * 4)
+        add_lora(model, settings)
+        train_adapter(model, examples, [], settings, store=CheckpointStore(tmp_path / str(checkpointing)), run_id="x")
+        assert type(model.layers[0]).__call__ is block_call
+        adapters.append({k: np.array(v) for k, v in tree_flatten(model.trainable_parameters())})
+    assert adapters[0].keys() == adapters[1].keys()
+    assert all(np.array_equal(adapters[0][k], adapters[1][k]) for k in adapters[0])
+    assert any(np.abs(v).max() > 0 for k, v in adapters[0].items() if k.endswith("lora_b"))  # it trained
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Any]]:
     """A config with backend mlx, and a model.json trained by it (a few steps, this process)."""

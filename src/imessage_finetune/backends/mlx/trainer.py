@@ -19,6 +19,7 @@ on a Mac's GPU it has not been checked here (no Mac).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -59,6 +60,9 @@ def add_lora(model: Any, settings: MlxConfig) -> dict[str, Any]:
     model.freeze()
     mx.random.seed(settings.seed)
     linear_to_lora_layers(model, layers, parameters)
+    for _, module in model.named_modules():
+        if hasattr(module, "lora_a") and hasattr(module, "dropout"):
+            module.dropout = _block_dropout_class()(settings.lora_dropout)
     return {"fine_tune_type": "lora", "num_layers": layers, "lora_parameters": parameters}
 
 
@@ -131,7 +135,7 @@ def train_adapter(
     compiled = mx.compile(step_function, inputs=state, outputs=state)
     model.train()
     batches: tuple[int, list[list[int]]] = (-1, [])
-    with _gradient_checkpointing(model, settings.gradient_checkpointing), deferred_interrupt() as stop_requested:
+    with _blocks(model, settings.gradient_checkpointing), deferred_interrupt() as stop_requested:
         for step in range(start, total):
             epoch, index = divmod(step, per_epoch)
             if batches[0] != epoch:
@@ -215,28 +219,74 @@ def _collate(batch: Sequence[TokenizedExample]) -> tuple[Any, Any]:
     return mx.array(ids), mx.array(mask)
 
 
+_BLOCK_KEYS: list[Iterator[Any]] = []  # the random keys of the block being computed, innermost last
+
+
+@functools.cache
+def _block_dropout_class() -> Any:
+    """The class of LoRA's dropout while training here (built on first use: mlx is optional)."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    class BlockDropout(nn.Module):
+        """LoRA's dropout, its masks drawn from the keys of the transformer block it is in
+        (`_blocks`), not from MLX's global random state: recomputing a block for gradient
+        checkpointing then draws the very same masks. (mlx-lm's checkpointing, with its
+        default dropout of 0, never meets this; with dropout, the recomputed masks would
+        differ from the forward pass's and the gradients would be wrong.)"""
+
+        def __init__(self, p: float) -> None:
+            super().__init__()
+            self.p = p
+
+        def __call__(self, x: Any) -> Any:
+            if self.p == 0 or not self.training:
+                return x
+            key = next(_BLOCK_KEYS[-1]) if _BLOCK_KEYS else None
+            keep = mx.random.bernoulli(1 - self.p, x.shape, key=key)
+            return (keep * x) * (1 / (1 - self.p))
+
+    return BlockDropout
+
+
 @contextmanager
-def _gradient_checkpointing(model: Any, enabled: bool) -> Iterator[None]:
-    """Recompute each block's activations in the backward pass (mlx-lm's way: its block class's
-    `__call__` goes through mx.checkpoint), restored after training so that nothing else in
-    this process (chat, another model) is affected."""
-    if not enabled:
-        yield
-        return
+def _blocks(model: Any, checkpointing: bool) -> Iterator[None]:
+    """While training, each transformer block draws one random key from MLX's state and
+    gives its dropouts keys split from it; with `checkpointing`, each block's activations are
+    recomputed in the backward pass instead of kept (mlx-lm's way: the block class's
+    `__call__` goes through mx.checkpoint). The classes are restored after training, so
+    nothing else in this process (chat, another model) is affected."""
     import mlx.core as mx
 
-    block = type(model.layers[0])
-    original = block.__call__
+    dropout = _block_dropout_class()
+    originals = {block: block.__call__ for block in {type(layer) for layer in model.layers}}
 
-    def checkpointed(layer: Any, *args: Any, **kwargs: Any) -> Any:
-        def inner(parameters: Any, *args: Any, **kwargs: Any) -> Any:
-            layer.update(parameters)
-            return original(layer, *args, **kwargs)
+    def wrap(original: Any) -> Any:
+        def call(layer: Any, *args: Any, **kwargs: Any) -> Any:
+            dropouts = sum(1 for _, m in layer.named_modules() if isinstance(m, dropout) and m.p > 0)
+            if not layer.training or (not dropouts and not checkpointing):
+                return original(layer, *args, **kwargs)
+            key = mx.random.randint(0, 2**31 - 1, (2,), dtype=mx.uint32) if dropouts else None
 
-        return mx.checkpoint(inner)(layer.trainable_parameters(), *args, **kwargs)
+            def inner(parameters: Any, *args: Any, **kwargs: Any) -> Any:
+                if checkpointing:
+                    layer.update(parameters)
+                _BLOCK_KEYS.append(iter(mx.random.split(key, num=dropouts)) if key is not None else iter(()))
+                try:
+                    return original(layer, *args, **kwargs)
+                finally:
+                    _BLOCK_KEYS.pop()
 
-    block.__call__ = checkpointed  # type: ignore[method-assign]
+            if checkpointing:
+                return mx.checkpoint(inner)(layer.trainable_parameters(), *args, **kwargs)
+            return inner(None, *args, **kwargs)
+
+        return call
+
+    for block, original in originals.items():
+        block.__call__ = wrap(original)
     try:
         yield
     finally:
-        block.__call__ = original  # type: ignore[method-assign]
+        for block, original in originals.items():
+            block.__call__ = original
