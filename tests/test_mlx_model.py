@@ -133,8 +133,7 @@ def test_score_is_the_training_loss_on_the_replies_for_the_tuned_and_the_base_mo
     assert tuned.score(conversations) == pytest.approx(model["train_loss"], abs=1e-3)
     assert base.score(conversations) == pytest.approx(model["train_loss_start"], abs=1e-3)
     assert tuned.score(conversations) < base.score(conversations)
-    with pytest.raises(FineTuneError, match="nothing to score"):
-        tuned.score([[{"role": "user", "content": "hi"}]])
+    assert tuned.score([[{"role": "user", "content": "hi"}]]) is None  # no reply to score
 
 
 def test_stream_honours_the_settings_and_reports_usage(project: tuple[Any, dict[str, Any]]) -> None:
@@ -142,9 +141,12 @@ def test_stream_honours_the_settings_and_reports_usage(project: tuple[Any, dict[
     chat = MlxBackend(config).load(model)
     messages = [{"role": "system", "content": chat.system_prompt}, {"role": "user", "content": "are you free at 3?"}]
 
-    def reply(settings: GenerationSettings) -> tuple[str, Any]:
-        completion = chat.stream(messages, settings)
+    def reply_to(conversation: list[dict[str, str]], settings: GenerationSettings) -> tuple[str, Any]:
+        completion = chat.stream(conversation, settings)
         return "".join(completion), completion.usage
+
+    def reply(settings: GenerationSettings) -> tuple[str, Any]:
+        return reply_to(messages, settings)
 
     greedy = GenerationSettings(max_tokens=12, temperature=0.0)
     text, usage = reply(greedy)
@@ -168,6 +170,14 @@ def test_stream_honours_the_settings_and_reports_usage(project: tuple[Any, dict[
     first = next(completion)
     completion.close()
     assert first and list(completion) == [] and completion.usage.completion_tokens < 12
+    # A reply begun is continued: only the continuation comes back.
+    begun = text[: len(text) // 2]
+    continued, _ = reply_to([*messages, {"role": "assistant", "content": begun}], greedy)
+    assert begun + continued == text
+    # No settings: chat's, from [finetune.mlx] (200 tokens, temperature 0.7, seed 42).
+    assert chat.stream(messages).usage is not None and "".join(chat.stream(messages)) == "".join(
+        chat.stream(messages, GenerationSettings(max_tokens=200, temperature=0.7, seed=42))
+    )
 
 
 def test_export_writes_a_hugging_face_folder_with_the_adapter_merged(project: tuple[Any, dict[str, Any]], tmp_path: Path) -> None:

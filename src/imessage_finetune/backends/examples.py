@@ -127,9 +127,17 @@ class ExampleBuilder:
     def prompt_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
         """The tokens of a prompt asking for the next reply to `messages`, rendered as the
         training examples are: names as prefixes, special tokens neutralised, one turn per
-        side, then the template's header of an assistant reply."""
+        side, then the template's header of an assistant reply. When the last message is the
+        assistant's, it is a reply begun: the prompt ends inside it, for the model to continue
+        (the template's `continue_final_message`)."""
         turns = to_turns(messages, self.special, ExampleStats())
-        return list(self.tokenizer(self._render(turns, True), add_special_tokens=False)["input_ids"])
+        if turns and turns[-1].role == "assistant":
+            text = self.tokenizer.apply_chat_template(
+                [{"role": t.role, "content": t.content} for t in turns], tokenize=False, continue_final_message=True
+            )
+        else:
+            text = self._render(turns, True)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _conversation(self, turns: list[Turn]) -> list[TokenizedExample]:
         try:

@@ -21,7 +21,7 @@ from imessage_finetune.jsonio import dump_json, load_json
 from imessage_finetune.validation import validate_document
 
 from .. import apple_silicon_notice
-from ..interface import TrainingCallbacks
+from ..interface import GenerationSettings, TrainingCallbacks
 from . import quiet_libraries, require, resolve_device
 
 # [finetune.mlx] keys that do not change the trained weights: changing them retrains nothing.
@@ -192,12 +192,17 @@ class MlxBackend:
             from mlx_lm.tuner.utils import load_adapters
 
             load_adapters(base, str(self._adapter(model)))
+        settings = self.settings
         return MlxChatModel(
             base,
             tokenizer,
             model_id=model["model_id"] if tuned else model["base_model"],
-            system_prompt=model.get("system_prompt", ""),
-            max_seq_length=self.settings.max_seq_length,
+            system_prompt=model.get("system_prompt") or "",
+            # As in training, for score(): the length the model was trained to.
+            max_seq_length=model.get("hyperparameters", {}).get("max_seq_length", settings.max_seq_length),
+            defaults=GenerationSettings(
+                max_tokens=settings.max_new_tokens, temperature=settings.temperature, seed=settings.seed
+            ),
         )
 
     def export(self, model: Mapping[str, Any], folder: Path) -> Path:

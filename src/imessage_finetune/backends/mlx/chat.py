@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Generator, Iterable, Sequence
 from typing import Any
 
-from imessage_finetune.errors import FineTuneError
-
 from ..examples import ExampleBuilder
 from ..interface import Completion, GenerationSettings, Messages, Usage
 from .trainer import mean_loss
@@ -23,29 +21,39 @@ SCORE_BATCH = 4
 class MlxChatModel:
     """A loaded MLX model ready to answer (see `backends.interface.ChatModel`)."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, model_id: str, system_prompt: str, max_seq_length: int) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        model_id: str,
+        system_prompt: str,
+        max_seq_length: int,
+        defaults: GenerationSettings = GenerationSettings(),
+    ) -> None:
         model.eval()
         self.model = model
         self.tokenizer = tokenizer  # mlx-lm's TokenizerWrapper
         self.model_id = model_id
         self.system_prompt = system_prompt
         self.max_seq_length = max_seq_length
+        self.defaults = defaults
 
-    def stream(self, messages: Messages, settings: GenerationSettings) -> Completion:
-        """The reply to `messages`, piece by piece (see `ChatModel.stream`)."""
+    def stream(self, messages: Messages, settings: GenerationSettings | None = None) -> Completion:
+        """The reply to `messages`, piece by piece (see `ChatModel.stream`); `settings` None
+        is `chat`'s ([finetune.mlx] max_new_tokens, temperature, seed). A final assistant
+        message is a reply begun: only its continuation is generated and yielded."""
         prompt = ExampleBuilder(self.tokenizer._tokenizer, self.max_seq_length).prompt_ids(messages)
-        return MlxCompletion(self.model, self.tokenizer, prompt, settings)
+        return MlxCompletion(self.model, self.tokenizer, prompt, settings or self.defaults)
 
     def score(self, conversations: Iterable[Messages]) -> float | None:
         """Mean loss in nats per token over the assistant replies of `conversations` (those
-        tokens only, weight-0 replies excluded, as in training)."""
+        tokens only, weight-0 replies excluded, as in training); None when no reply is left
+        to score."""
         builder = ExampleBuilder(self.tokenizer._tokenizer, self.max_seq_length)
-        examples = builder.build({"messages": list(c)} for c in conversations)
+        examples = builder.build({"messages": [dict(m) for m in c]} for c in conversations)
         if not examples:
-            raise FineTuneError(
-                "nothing to score: no conversation has an assistant reply that fits "
-                f"max_seq_length ({self.max_seq_length} tokens)"
-            )
+            return None
         return mean_loss(self.model, examples, SCORE_BATCH)
 
 
@@ -75,8 +83,11 @@ class MlxCompletion(Completion):
         if settings.seed is not None:
             mx.random.seed(settings.seed)  # the same messages, settings and seed: the same reply
         sampler = make_sampler(temp=settings.temperature, top_p=settings.top_p)
-        detokenizer = tokenizer.detokenizer
-        detokenizer.reset()
+        # The Hugging Face tokenizer decodes the whole reply at each token (a few hundred at
+        # most): mlx-lm's streaming detokenizers drop a leading space, which a continued reply
+        # may begin with.
+        decode = tokenizer._tokenizer.decode
+        generated: list[int] = []
         text, emitted = "", 0
         # Text that could be the start of a stop string is held back until it is not.
         hold = max((len(s) for s in settings.stop), default=1) - 1
@@ -87,8 +98,11 @@ class MlxCompletion(Completion):
                     self.usage.finish_reason = "stop"
                     break
                 self.usage.completion_tokens += 1
-                detokenizer.add_token(token)
-                text += detokenizer.last_segment
+                generated.append(token)
+                decoded = decode(generated, skip_special_tokens=True)
+                if decoded.endswith("\ufffd"):  # a character still incomplete
+                    continue
+                text = decoded
                 cut = _first_stop(text, settings.stop, max(0, emitted - hold))
                 if cut is not None:
                     self.usage.finish_reason = "stop"
@@ -100,8 +114,7 @@ class MlxCompletion(Completion):
                     emitted = len(text) - hold
         finally:
             steps.close()
-        detokenizer.finalize()
-        text += detokenizer.last_segment
+        text = decode(generated, skip_special_tokens=True)
         cut = _first_stop(text, settings.stop, max(0, emitted - hold))
         if cut is not None:
             self.usage.finish_reason = "stop"
