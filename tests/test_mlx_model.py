@@ -175,9 +175,12 @@ def test_stream_honours_the_settings_and_reports_usage(project: tuple[Any, dict[
     continued, _ = reply_to([*messages, {"role": "assistant", "content": begun}], greedy)
     assert begun + continued == text
     # No settings: chat's, from [finetune.mlx] (200 tokens, temperature 0.7, seed 42).
-    assert chat.stream(messages).usage is not None and "".join(chat.stream(messages)) == "".join(
-        chat.stream(messages, GenerationSettings(max_tokens=200, temperature=0.7, seed=42))
-    )
+    assert chat.default_settings() == GenerationSettings(max_tokens=200, temperature=0.7, top_p=0.95, seed=42)
+    assert "".join(chat.stream(messages)) == "".join(chat.stream(messages, chat.default_settings()))
+    # The prompt and the reply fit the model's context (4096 tokens for the demo model).
+    assert chat.count_tokens(messages) == len(prompt)
+    with pytest.raises(FineTuneError, match="reads at most 4096: send fewer or shorter messages"):
+        chat.stream([{"role": "user", "content": "x" * 5000}])
 
 
 def test_export_writes_a_hugging_face_folder_with_the_adapter_merged(project: tuple[Any, dict[str, Any]], tmp_path: Path) -> None:

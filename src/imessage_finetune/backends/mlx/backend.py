@@ -185,7 +185,7 @@ class MlxBackend:
         an `MlxChatModel`."""
         require()
         quiet_libraries()
-        from .chat import MlxChatModel
+        from .chat import TOP_P, MlxChatModel
 
         _, base, tokenizer = self._base(model)
         if tuned:
@@ -201,7 +201,7 @@ class MlxBackend:
             # As in training, for score(): the length the model was trained to.
             max_seq_length=model.get("hyperparameters", {}).get("max_seq_length", settings.max_seq_length),
             defaults=GenerationSettings(
-                max_tokens=settings.max_new_tokens, temperature=settings.temperature, seed=settings.seed
+                max_tokens=settings.max_new_tokens, temperature=settings.temperature, top_p=TOP_P, seed=settings.seed
             ),
         )
 

@@ -9,13 +9,21 @@ prefixes, special tokens neutralised), and scores are the training loss on the s
 from __future__ import annotations
 
 from collections.abc import Generator, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
+
+from imessage_finetune.errors import FineTuneError
 
 from ..examples import ExampleBuilder
 from ..interface import Completion, GenerationSettings, Messages, Usage
 from .trainer import mean_loss
 
 SCORE_BATCH = 4
+TOP_P = 0.95  # `chat`'s nucleus (GenerationSettings' default too)
+
+
+class ContextTooLong(FineTuneError):
+    """The conversation is longer than the model's context: nothing was generated."""
 
 
 class MlxChatModel:
@@ -38,13 +46,40 @@ class MlxChatModel:
         self.system_prompt = system_prompt
         self.max_seq_length = max_seq_length
         self.defaults = defaults
+        positions = getattr(getattr(model, "args", None), "max_position_embeddings", None)
+        limit = getattr(tokenizer._tokenizer, "model_max_length", None)
+        self.context_length: int = (
+            positions
+            if isinstance(positions, int) and positions > 0
+            else limit
+            if isinstance(limit, int) and 0 < limit < 10**7
+            else 4096
+        )
+
+    def default_settings(self) -> GenerationSettings:
+        """`chat`'s settings: [finetune.mlx] max_new_tokens, temperature and seed."""
+        return self.defaults
 
     def stream(self, messages: Messages, settings: GenerationSettings | None = None) -> Completion:
         """The reply to `messages`, piece by piece (see `ChatModel.stream`); `settings` None
-        is `chat`'s ([finetune.mlx] max_new_tokens, temperature, seed). A final assistant
-        message is a reply begun: only its continuation is generated and yielded."""
+        is `chat`'s. A final assistant message is a reply begun: only its continuation is
+        generated and yielded. Raises when the conversation does not fit the model's context."""
+        prompt = self._prompt(messages)
+        settings = settings or self.defaults
+        return MlxCompletion(self.model, self.tokenizer, prompt, settings, self.context_length - len(prompt))
+
+    def count_tokens(self, messages: Messages) -> int:
+        """How many tokens `messages` take as a prompt (with the generation prompt)."""
+        return len(self._prompt(messages))
+
+    def _prompt(self, messages: Messages) -> list[int]:
         prompt = ExampleBuilder(self.tokenizer._tokenizer, self.max_seq_length).prompt_ids(messages)
-        return MlxCompletion(self.model, self.tokenizer, prompt, settings or self.defaults)
+        if len(prompt) >= self.context_length:
+            raise ContextTooLong(
+                f"the conversation takes {len(prompt)} tokens, and this model reads at most "
+                f"{self.context_length}: send fewer or shorter messages"
+            )
+        return prompt
 
     def score(self, conversations: Iterable[Messages]) -> float | None:
         """Mean loss in nats per token over the assistant replies of `conversations` (those
@@ -60,8 +95,12 @@ class MlxChatModel:
 class MlxCompletion(Completion):
     """A reply being generated with mlx-lm's `generate_step`, one token at a time."""
 
-    def __init__(self, model: Any, tokenizer: Any, prompt: Sequence[int], settings: GenerationSettings) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, prompt: Sequence[int], settings: GenerationSettings, room: int
+    ) -> None:
         self.usage = Usage(prompt_tokens=len(prompt), completion_tokens=0, finish_reason="length")
+        # The reply ends where the context does: finish_reason "length".
+        settings = replace(settings, max_tokens=min(settings.max_tokens, room))
         self._pieces = self._generate(model, tokenizer, prompt, settings)
 
     def __next__(self) -> str:
@@ -86,11 +125,14 @@ class MlxCompletion(Completion):
         # The Hugging Face tokenizer decodes the whole reply at each token (a few hundred at
         # most): mlx-lm's streaming detokenizers drop a leading space, which a continued reply
         # may begin with.
-        decode = tokenizer._tokenizer.decode
+        hf = tokenizer._tokenizer
+
+        def decode(ids: list[int]) -> str:
+            return str(hf.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+
+        stops = tuple(s for s in settings.stop if s)
         generated: list[int] = []
         text, emitted = "", 0
-        # Text that could be the start of a stop string is held back until it is not.
-        hold = max((len(s) for s in settings.stop), default=1) - 1
         steps = generate_step(mx.array(list(prompt)), model, max_tokens=settings.max_tokens, sampler=sampler)
         try:
             for token, _ in steps:
@@ -98,32 +140,34 @@ class MlxCompletion(Completion):
                     self.usage.finish_reason = "stop"
                     break
                 self.usage.completion_tokens += 1
-                generated.append(token)
-                decoded = decode(generated, skip_special_tokens=True)
-                if decoded.endswith("\ufffd"):  # a character still incomplete
-                    continue
-                text = decoded
-                cut = _first_stop(text, settings.stop, max(0, emitted - hold))
-                if cut is not None:
+                generated.append(int(token))
+                text = decode(generated)
+                cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+                if cut >= 0:
                     self.usage.finish_reason = "stop"
                     if cut > emitted:
                         yield text[emitted:cut]
                     return
-                if len(text) - hold > emitted:
-                    yield text[emitted : len(text) - hold]
-                    emitted = len(text) - hold
+                # Held back: a character whose bytes are not all there yet, and what may be the
+                # start of a stop string.
+                ready = len(text.rstrip("\ufffd"))
+                ready -= _partial_stop(text[:ready], stops)
+                if ready > emitted:
+                    yield text[emitted:ready]
+                    emitted = ready
         finally:
             steps.close()
-        text = decode(generated, skip_special_tokens=True)
-        cut = _first_stop(text, settings.stop, max(0, emitted - hold))
-        if cut is not None:
-            self.usage.finish_reason = "stop"
-            text = text[:cut]
+        text = decode(generated)
         if len(text) > emitted:
             yield text[emitted:]
 
 
-def _first_stop(text: str, stops: Sequence[str], start: int) -> int | None:
-    """Where the first stop string in `text` (searched from `start`) begins, if any."""
-    found = [i for i in (text.find(s, start) for s in stops if s) if i >= 0]
-    return min(found) if found else None
+def _partial_stop(text: str, stops: Sequence[str]) -> int:
+    """The length of the longest end of `text` that begins a stop string."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if stop.startswith(text[-size:]):
+                longest = size
+                break
+    return longest
