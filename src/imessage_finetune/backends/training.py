@@ -1,11 +1,13 @@
 """What the training loops that run here (`local`: PyTorch, `mlx`: MLX) share, so that both
 train with the same semantics: the events they report, the learning-rate schedule, the
-length-grouped batches, the sample the loss before and after is measured on, and Ctrl-C
-taken between steps. Nothing here needs a framework.
+length-grouped batches, the sample the loss before and after is measured on, Ctrl-C
+taken between steps, and whether this is Apple silicon (where each says which one trains).
+Nothing here needs a framework.
 """
 
 from __future__ import annotations
 
+import platform
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -98,3 +100,8 @@ def deferred_interrupt() -> Iterator[Callable[[], bool]]:
         yield lambda: bool(requested)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def on_apple_silicon() -> bool:
+    """Whether this is a Mac with Apple silicon, where both backends train (MLX faster)."""
+    return platform.system() == "Darwin" and platform.machine() == "arm64"

@@ -17,6 +17,7 @@ from imessage_finetune.backends.local.training import (
     LOCAL_LIBRARIES,
     SIDE_KEYS,
     TRAINING_KEYS,
+    apple_silicon_notice,
     train_local,
 )
 from imessage_finetune.config import ConfigLike, RunOptions
@@ -77,6 +78,9 @@ class LocalBackend:
 
         def started(device: str, examples: int, steps: int) -> None:
             say(f"{examples} examples, {steps} steps on {device} ({local.base_model})")
+            notice = apple_silicon_notice(device)
+            if notice:
+                say(notice)
             if callbacks.on_start is not None:
                 callbacks.on_start(device, examples, steps)
 

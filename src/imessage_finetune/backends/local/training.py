@@ -6,6 +6,7 @@ anywhere.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,6 +53,22 @@ DEMO_NOTICE = (
     "it shows the pipeline working and learns nothing useful. For a real model set "
     '[finetune.local] base_model = "Qwen/Qwen2.5-0.5B-Instruct".'
 )
+
+
+def apple_silicon_notice(device: str) -> str | None:
+    """On Apple silicon, that PyTorch trains and what the mlx backend offers; None elsewhere."""
+    from imessage_finetune.backends.training import on_apple_silicon
+
+    if not on_apple_silicon():
+        return None
+    if all(importlib.util.find_spec(name) is not None for name in ("mlx", "mlx_lm")):
+        other = 'MLX is installed too: backend = "mlx" trains with it instead'
+    else:
+        other = "the mlx backend (pip install 'imessage-finetune[mlx]', backend = \"mlx\") trains with MLX instead"
+    return (
+        f'training with PyTorch on {device} ([finetune] backend = "local"); {other}, made for Apple '
+        "silicon and able to train 4-bit models (QLoRA), which PyTorch cannot do on a Mac"
+    )
 
 
 def local_training_params(config: ConfigLike) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 import os
 
-from imessage_finetune.errors import FineTuneError
+from imessage_finetune.errors import TrainingError
 
 REQUIRED = ("mlx", "mlx_lm")
 INSTALL_HINT = (
@@ -33,7 +33,7 @@ INSTALL_HINT = (
 )
 
 
-class MlxBackendUnavailable(FineTuneError):
+class MlxBackendUnavailable(TrainingError):
     """The packages the MLX backend needs are not installed (or not built for this machine)."""
 
 
@@ -77,7 +77,7 @@ def resolve_device(setting: str) -> str:
 
     gpu = mx.is_available(mx.gpu)
     if setting == "gpu" and not gpu:
-        raise FineTuneError(
+        raise TrainingError(
             "[finetune.mlx] device = \"gpu\" but MLX has no GPU on this machine (MLX's GPU is "
             "Apple silicon's; this build is CPU-only): set device = \"auto\" (or \"cpu\")"
         )

@@ -5,27 +5,40 @@ model, export it merged into the base weights as a Hugging Face folder.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imessage_finetune import artifacts
 from imessage_finetune.atomic import atomic_dir, atomic_write
-from imessage_finetune.config import Config
-from imessage_finetune.errors import FineTuneError
-from imessage_finetune.fingerprint import file_digest, package_versions
+from imessage_finetune.backends.interface import GenerationSettings, TrainingCallbacks, TrainingPlan, TrainingStep
+from imessage_finetune.backends.mlx import quiet_libraries, require, resolve_device
+from imessage_finetune.backends.training import on_apple_silicon
+from imessage_finetune.config import ConfigLike, MlxConfig, RunOptions
+from imessage_finetune.digests import file_digest, package_versions
+from imessage_finetune.errors import TrainingError
 from imessage_finetune.jsonio import dump_json, load_json
-from imessage_finetune.validation import validate_document
+from imessage_finetune.schema_check import validate_document
 
-from .. import apple_silicon_notice
-from ..interface import GenerationSettings, TrainingCallbacks
-from . import quiet_libraries, require, resolve_device
+if TYPE_CHECKING:
+    from imessage_finetune.backends.mlx.chat import MlxChatModel
 
-# [finetune.mlx] keys that do not change the trained weights: changing them retrains nothing.
+# [finetune.mlx] keys that give another adapter when they change. Not among them:
+# checkpoint_steps (read while training, the weights do not depend on it) and `chat`'s
+# max_new_tokens and temperature, so changing those retrains nothing.
+SIDE_KEYS = ("finetune.mlx.checkpoint_steps",)
 NOT_TRAINING_KEYS = ("checkpoint_steps", "max_new_tokens", "temperature")
+MLX_KEYS = tuple(f.name for f in dataclasses.fields(MlxConfig) if f.name not in NOT_TRAINING_KEYS)
+TRAINING_KEYS = (
+    "finetune.backend",
+    *(f"finetune.mlx.{key}" for key in MLX_KEYS),
+    "dataset.system_prompt",
+    "dataset.validation_share",
+)
 LIBRARIES = ("mlx", "mlx-lm", "transformers")
 DEMO_NOTICE = (
     "DEMONSTRATION: the base model is the tiny random model imessage-finetune builds itself; "
@@ -34,46 +47,67 @@ DEMO_NOTICE = (
 )
 
 
+def apple_silicon_notice(device: str) -> str | None:
+    """On Apple silicon, that MLX trains and on what; None on other machines."""
+    if not on_apple_silicon():
+        return None
+    where = "Apple silicon's GPU" if device == "gpu" else "the CPU"
+    return f'training with MLX on {where} ([finetune] backend = "mlx")'
+
+
 class MlxBackend:
     """LoRA (QLoRA on a quantized base model) with MLX, on this machine; sends nothing."""
 
     name = "mlx"
     sends_data = False
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: ConfigLike, options: RunOptions | None = None) -> None:
         self.config = config
-        self.settings = config.finetune.mlx
+        self.options = options or RunOptions()
+
+    @property
+    def settings(self) -> MlxConfig:
+        """`[finetune.mlx]` (read when used: through a stage's view, each key is checked)."""
+        return self.config.finetune.mlx
 
     # What the train stage depends on -------------------------------------------------
 
     def training_keys(self) -> tuple[str, ...]:
-        """The [finetune.mlx] keys whose change gives another trained model."""
-        return tuple(f"finetune.mlx.{k}" for k in self.config.section("finetune")["mlx"] if k not in NOT_TRAINING_KEYS)
+        """The config keys whose change gives another trained model."""
+        return TRAINING_KEYS
 
     def training_params(self) -> dict[str, Any]:
-        """What the trained adapter depends on besides the data (the stage's parameters)."""
-        from .demo_model import DEMO_MODEL_VERSION
+        """The [finetune.mlx] settings the adapter depends on (with the demo model's version)."""
+        from imessage_finetune.backends.mlx.demo_model import DEMO_MODEL_VERSION
 
-        params = {k: v for k, v in self.config.section("finetune")["mlx"].items() if k not in NOT_TRAINING_KEYS}
-        if self.settings.is_demo:
+        settings = self.settings
+        params: dict[str, Any] = {key: getattr(settings, key) for key in MLX_KEYS}
+        if settings.is_demo:
             params["demo_model_version"] = DEMO_MODEL_VERSION
         return params
 
-    def watched_files(self) -> list[Path]:
-        """The base model's files when it is a folder here: changing them retrains."""
-        from .base_model import folder_files
+    def training(self) -> TrainingPlan:
+        """train.jsonl (and validation.jsonl) in, the adapter and model.json out; a base model
+        given as a folder is watched file by file."""
+        from imessage_finetune.backends.mlx.base_model import folder_files
+        from imessage_finetune.backends.mlx.demo_model import DEMO_MODEL_VERSION
 
-        return folder_files(self.settings.base_model, self.config.base_dir)
-
-    @staticmethod
-    def published_files(out_dir: Path) -> list[Path]:
-        """The adapter's files, beside model.json: the stage reruns when one is missing."""
-        return [artifacts.MLX_ADAPTER.path(out_dir) / name for name in artifacts.MLX_ADAPTER_FILES]
-
-    @staticmethod
-    def libraries() -> dict[str, str]:
-        """The versions of the libraries training runs on (a new version retrains)."""
-        return package_versions(LIBRARIES)
+        config = self.config
+        reads = [artifacts.TRAIN]
+        if config.dataset.validation_share > 0:
+            reads.append(artifacts.VALIDATION)
+        return TrainingPlan(
+            reads=tuple(reads),
+            writes=(artifacts.MODEL, artifacts.MLX_ADAPTER_CONFIG, artifacts.MLX_ADAPTER_WEIGHTS),
+            keys=TRAINING_KEYS,
+            side_keys=SIDE_KEYS,
+            params={
+                "libraries": package_versions(LIBRARIES),
+                **({"demo_model_version": DEMO_MODEL_VERSION} if self.settings.is_demo else {}),
+            },
+            watched=tuple(folder_files(self.settings.base_model, config.base_dir)),
+            forgettable=(artifacts.MODEL, artifacts.MLX_ADAPTER, artifacts.MLX_CHECKPOINTS),
+        )
 
     # Training --------------------------------------------------------------------------
 
@@ -85,22 +119,22 @@ class MlxBackend:
         """
         require()
         quiet_libraries()
-        from ..examples import ExampleBuilder
-        from . import base_model
-        from .checkpoints import CheckpointStore
-        from .trainer import add_lora, train_adapter
+        from imessage_finetune.backends.examples import ExampleBuilder
+        from imessage_finetune.backends.mlx import base_model
+        from imessage_finetune.backends.mlx.checkpoints import CheckpointStore
+        from imessage_finetune.backends.mlx.trainer import add_lora, train_adapter
 
         settings, config = self.settings, self.config
-        if callbacks.on_message is not None:
-            callbacks.on_message(
-                DEMO_NOTICE
-                if settings.is_demo
-                else f"loading {settings.base_model} (downloaded into the Hugging Face cache the first time)"
-            )
+        say = callbacks.on_message or (lambda text: None)
+        say(
+            DEMO_NOTICE
+            if settings.is_demo
+            else f"loading {settings.base_model} (downloaded into the Hugging Face cache the first time)"
+        )
         device = resolve_device(settings.device)
-        notice = apple_silicon_notice(self.name, device)
-        if notice and callbacks.on_message is not None:
-            callbacks.on_message(notice)
+        notice = apple_silicon_notice(device)
+        if notice:
+            say(notice)
         source = base_model.locate(settings.base_model, config.base_dir, out_dir)
         model, tokenizer = base_model.load(source)
         qlora = base_model.is_quantized(model)
@@ -110,7 +144,7 @@ class MlxBackend:
         builders = {kind: ExampleBuilder(tokenizer._tokenizer, settings.max_seq_length) for kind in files}
         tokenized = {kind: builders[kind].build(_jsonl(path)) for kind, path in files.items()}
         if not tokenized["train"]:
-            raise FineTuneError(
+            raise TrainingError(
                 f"no training example is left after rendering with {settings.base_model}'s chat template "
                 f"(dropped: {dict(builders['train'].stats.dropped)}); raise [finetune.mlx] max_seq_length "
                 "or check that train.jsonl has assistant replies"
@@ -122,10 +156,26 @@ class MlxBackend:
                 sort_keys=True,
             ).encode()
         ).hexdigest()[:32]
-        if callbacks.on_message is not None and qlora:
-            callbacks.on_message(f"{settings.base_model} is quantized: training LoRA on its quantized weights (QLoRA)")
+        if qlora:
+            say(f"{settings.base_model} is quantized: training LoRA on its quantized weights (QLoRA)")
         adapter_config = add_lora(model, settings)
-        on_start = callbacks.on_start
+
+        def started(steps: int) -> None:
+            examples = len(tokenized["train"])
+            say(f"{examples} examples, {steps} steps on {device} with MLX ({settings.base_model})")
+            if callbacks.on_start is not None:
+                callbacks.on_start(device, examples, steps)
+
+        def step(event: Any) -> None:
+            if callbacks.on_step is not None:
+                text = f"step {event.step}/{event.total_steps} (epoch {event.epoch}), training loss {event.loss}"
+                callbacks.on_step(TrainingStep(event.step, event.total_steps, text))
+
+        def resumed(step: int, total: int) -> None:
+            say(f"resuming from the checkpoint at step {step} of {total}")
+            if callbacks.on_resume is not None:
+                callbacks.on_resume(step, total)
+
         result = train_adapter(
             model,
             tokenized["train"],
@@ -133,9 +183,9 @@ class MlxBackend:
             settings,
             store=CheckpointStore(artifacts.MLX_CHECKPOINTS.path(out_dir)),
             run_id=run_id,
-            on_start=None if on_start is None else lambda steps: on_start(device, len(tokenized["train"]), steps),
-            on_event=callbacks.on_step,
-            on_resume=callbacks.on_resume,
+            on_start=started,
+            on_event=step,
+            on_resume=resumed,
         )
         adapter = _publish_adapter(model, adapter_config, artifacts.MLX_ADAPTER.path(out_dir), settings.base_model)
         stats = builders["train"].stats.as_dict()
@@ -169,23 +219,32 @@ class MlxBackend:
             "train_loss": result.train_loss,
             "validation_loss_start": result.validation_loss_start,
             "validation_loss": result.validation_loss,
-            "versions": self.libraries(),
+            "versions": package_versions(LIBRARIES),
         }
         validate_document(artifacts.MODEL, document)
         with atomic_write(artifacts.MODEL.path(out_dir)) as handle:
             handle.write(dump_json(document))
         # Only now: a kill before model.json is written resumes, not restarts.
         CheckpointStore(artifacts.MLX_CHECKPOINTS.path(out_dir)).clear()
+        validation = (
+            f", validation loss {document['validation_loss_start']} -> {document['validation_loss']}"
+            if document["validation_loss"] is not None
+            else ""
+        )
+        say(
+            f"adapter {artifacts.MLX_ADAPTER.path(out_dir)} ({document['steps']} steps; loss on training "
+            f"examples {document['train_loss_start']} -> {document['train_loss']}{validation})"
+        )
         return document
 
     # The trained model -----------------------------------------------------------------
 
-    def load(self, model: Mapping[str, Any], *, tuned: bool = True) -> Any:
+    def load(self, model: Mapping[str, Any], *, tuned: bool = True) -> MlxChatModel:
         """The model model.json describes (`tuned`), or the base model it was trained from, as
         an `MlxChatModel`."""
         require()
         quiet_libraries()
-        from .chat import TOP_P, MlxChatModel
+        from imessage_finetune.backends.mlx.chat import TOP_P, MlxChatModel
 
         _, base, tokenizer = self._base(model)
         if tuned:
@@ -235,10 +294,10 @@ class MlxBackend:
     def _base(self, model: Mapping[str, Any]) -> tuple[Any, Any, Any]:
         """Where the base model of `model` is (at the revision it was trained on), the model
         and its tokenizer."""
-        from . import base_model
+        from imessage_finetune.backends.mlx import base_model
 
         if model.get("backend") != self.name:
-            raise FineTuneError(
+            raise TrainingError(
                 f"model.json describes a model of the {model.get('backend')!r} backend, not an MLX one: "
                 "set [finetune] backend to match, or run `imessage-finetune run train` again"
             )
@@ -251,7 +310,7 @@ class MlxBackend:
     def _adapter(self, model: Mapping[str, Any]) -> Path:
         adapter = self.config.artifacts_dir / model["adapter_path"]
         if not all((adapter / name).is_file() for name in artifacts.MLX_ADAPTER_FILES):
-            raise FineTuneError(
+            raise TrainingError(
                 f"the trained adapter is missing from {adapter}: run `imessage-finetune run train` "
                 "to train it again"
             )

@@ -13,7 +13,7 @@ from typing import Any
 
 from imessage_finetune import artifacts
 from imessage_finetune.config import DEMO_BASE_MODEL
-from imessage_finetune.errors import FineTuneError
+from imessage_finetune.errors import TrainingError
 
 # What a model folder needs, as mlx-lm downloads it (no other weights formats, no images).
 HUB_FILES = [
@@ -22,7 +22,7 @@ HUB_FILES = [
 ]
 
 
-class BaseModelNotFound(FineTuneError):
+class BaseModelNotFound(TrainingError):
     """The base model is neither a folder here nor in (or downloadable to) the Hugging Face cache."""
 
 
@@ -43,7 +43,7 @@ def locate(name: str, base_dir: Path, artifacts_dir: Path, revision: str | None 
     downloaded into it the first time. `revision` pins a Hub commit (for `chat`: the one the
     adapter was trained on)."""
     if name == DEMO_BASE_MODEL:
-        from .demo_model import build_demo_model, is_current
+        from imessage_finetune.backends.mlx.demo_model import build_demo_model, is_current
 
         folder = artifacts.MLX_DEMO_BASE_MODEL.path(artifacts_dir)
         if not is_current(folder):
@@ -111,19 +111,19 @@ def load(source: BaseModelSource) -> tuple[Any, Any]:
         tokenizer = load_tokenizer(source.folder, eos_token_ids=config.get("eos_token_id"))
     except (OSError, ValueError, KeyError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FineTuneError(
+        raise TrainingError(
             f"cannot load base model {source.name!r} with mlx-lm ({reason}): it must be a causal "
             "language model of an architecture mlx-lm implements, with safetensors weights and "
             "its tokenizer (an mlx-community model, or an original Hugging Face one)"
         ) from None
     hf = tokenizer._tokenizer
     if hf.chat_template is None:
-        raise FineTuneError(
+        raise TrainingError(
             f"base model {source.name!r} has no chat template: choose an instruct (chat) model, "
             'such as "mlx-community/Qwen2.5-0.5B-Instruct-4bit"'
         )
     if not hf.is_fast:
-        raise FineTuneError(
+        raise TrainingError(
             f"base model {source.name!r} has no fast (tokenizer.json) tokenizer, which finding "
             "the replies' tokens needs: choose a model folder that has tokenizer.json"
         )

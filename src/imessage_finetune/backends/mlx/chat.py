@@ -12,17 +12,17 @@ from collections.abc import Generator, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from imessage_finetune.errors import FineTuneError
+from imessage_finetune.errors import TrainingError
 
-from ..examples import ExampleBuilder
-from ..interface import Completion, GenerationSettings, Messages, Usage
-from .trainer import mean_loss
+from imessage_finetune.backends.examples import ExampleBuilder
+from imessage_finetune.backends.interface import Completion, GenerationSettings, Messages, Usage
+from imessage_finetune.backends.mlx.trainer import mean_loss
 
 SCORE_BATCH = 4
 TOP_P = 0.95  # `chat`'s nucleus (GenerationSettings' default too)
 
 
-class ContextTooLong(FineTuneError):
+class ContextTooLong(TrainingError):
     """The conversation is longer than the model's context: nothing was generated."""
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from imessage_finetune.atomic import atomic_dir
 
-from ..demo_tokenizer import build_demo_tokenizer
+from imessage_finetune.backends.demo_tokenizer import build_demo_tokenizer
 
 # Bumped whenever the model below changes: the train stage reruns and the folder is rebuilt.
 DEMO_MODEL_VERSION = 1

@@ -27,8 +27,8 @@ from typing import Any
 
 from imessage_finetune.config import MlxConfig
 
-from ..examples import IGNORE, TokenizedExample
-from ..training import (
+from imessage_finetune.backends.examples import IGNORE, TokenizedExample
+from imessage_finetune.backends.training import (
     MAX_GRAD_NORM,
     StepEvent,
     TrainingResult,
@@ -38,7 +38,7 @@ from ..training import (
     learning_rate_factor,
     loss_sample,
 )
-from .checkpoints import CheckpointStore
+from imessage_finetune.backends.mlx.checkpoints import CheckpointStore
 
 # Batches are padded to a multiple of this many tokens: each new shape makes mx.compile
 # trace the step again, so a few shapes are much faster than one per batch.

@@ -26,7 +26,7 @@ from imessage_finetune.backends.mlx.backend import MlxBackend  # noqa: E402
 from imessage_finetune.backends.mlx.demo_model import build_demo_model  # noqa: E402
 from imessage_finetune.backends.mlx.trainer import _collate, _loss  # noqa: E402
 from imessage_finetune.config import config_from_dict  # noqa: E402
-from imessage_finetune.errors import ConfigError, FineTuneError  # noqa: E402
+from imessage_finetune.errors import ConfigError, TrainingError  # noqa: E402
 
 GROUP_CHAT = {
     "messages": [
@@ -179,7 +179,7 @@ def test_stream_honours_the_settings_and_reports_usage(project: tuple[Any, dict[
     assert "".join(chat.stream(messages)) == "".join(chat.stream(messages, chat.default_settings()))
     # The prompt and the reply fit the model's context (4096 tokens for the demo model).
     assert chat.count_tokens(messages) == len(prompt)
-    with pytest.raises(FineTuneError, match="reads at most 4096: send fewer or shorter messages"):
+    with pytest.raises(TrainingError, match="reads at most 4096: send fewer or shorter messages"):
         chat.stream([{"role": "user", "content": "x" * 5000}])
 
 
@@ -255,7 +255,7 @@ def test_without_the_extra_the_backend_says_what_to_install(monkeypatch: pytest.
 def test_a_gpu_this_build_lacks_is_refused_with_the_fix() -> None:
     assert resolve_device("cpu") == "cpu"
     if not mx.is_available(mx.gpu):
-        with pytest.raises(FineTuneError, match='set device = "auto"'):
+        with pytest.raises(TrainingError, match='set device = "auto"'):
             resolve_device("gpu")
 
 
@@ -274,12 +274,13 @@ def test_a_bad_mlx_setting_names_its_key(settings: dict[str, Any], message: str)
 
 
 def test_on_apple_silicon_the_train_stage_says_which_backend_trains(monkeypatch: pytest.MonkeyPatch) -> None:
-    from imessage_finetune.backends import apple_silicon_notice
+    from imessage_finetune.backends.local.training import apple_silicon_notice as torch_notice
+    from imessage_finetune.backends.mlx.backend import apple_silicon_notice as mlx_notice
 
     monkeypatch.setattr("platform.system", lambda: "Darwin")
     monkeypatch.setattr("platform.machine", lambda: "arm64")
-    notice = apple_silicon_notice("local", "mps")
+    notice = torch_notice("mps")
     assert notice is not None and "PyTorch on mps" in notice and 'MLX is installed too: backend = "mlx"' in notice
-    assert apple_silicon_notice("mlx", "gpu") == "training with MLX on Apple silicon's GPU ([finetune] backend = \"mlx\")"
+    assert mlx_notice("gpu") == 'training with MLX on Apple silicon\'s GPU ([finetune] backend = "mlx")'
     monkeypatch.setattr("platform.machine", lambda: "x86_64")
-    assert apple_silicon_notice("local", "cpu") is None
+    assert torch_notice("cpu") is None and mlx_notice("cpu") is None
