@@ -1,8 +1,9 @@
 """Training backends, and the one place that decides which one a configuration gets.
 
 `backend_for(config)` returns the configured `Backend` (`interface.py`): `local` trains a
-LoRA adapter on this machine (`backends/local/`), `openai` sends the data to OpenAI or a
-compatible service (`backends/openai/`). Stages, the CLI and the LangChain model ask it, never
+LoRA adapter on this machine with PyTorch (`backends/local/`), `mlx` with Apple's MLX
+(`backends/mlx/`), `openai` sends the data to OpenAI or a compatible service
+(`backends/openai/`). Stages, the CLI and the LangChain model ask it, never
 `[finetune] backend` itself. A backend's module is imported only when it is chosen, so using
 one never needs another's packages (PyTorch, the openai SDK).
 
@@ -20,6 +21,7 @@ from imessage_finetune.errors import ConfigError
 # name -> "module:class"; the name is [finetune] backend's value and model.json's `backend`.
 BACKENDS = {
     "local": "imessage_finetune.backends.local.backend:LocalBackend",
+    "mlx": "imessage_finetune.backends.mlx.backend:MlxBackend",
     "openai": "imessage_finetune.backends.openai.backend:OpenAIBackend",
 }
 
