@@ -476,7 +476,15 @@ def _check_semantics(config: Config, where: str) -> DateRange:
                 f'as "US", "GB" or "FR", got {dataset.phone_region!r}'
             )
     mlx = finetune.mlx
-    for key in ("lora_rank", "lora_alpha", "epochs", "batch_size", "max_seq_length", "checkpoint_steps", "max_new_tokens"):
+    for key in (
+        "lora_rank",
+        "lora_alpha",
+        "epochs",
+        "batch_size",
+        "max_seq_length",
+        "checkpoint_steps",
+        "max_new_tokens",
+    ):
         if getattr(mlx, key) <= 0:
             raise ConfigError(f"{where}: finetune.mlx.{key} must be more than 0, got {getattr(mlx, key)}")
     if mlx.layers == 0 or mlx.layers < -1:

@@ -32,8 +32,7 @@ class TrainingInterrupted(TrainingError):
 def interrupted(step: int, total: int) -> TrainingInterrupted:
     """The error a loop raises when Ctrl-C stopped it after `step`."""
     return TrainingInterrupted(
-        f"training stopped at step {step} of {total}; a checkpoint was saved: run "
-        "`doit train` again to resume from it"
+        f"training stopped at step {step} of {total}; a checkpoint was saved: run `doit train` again to resume from it"
     )
 
 

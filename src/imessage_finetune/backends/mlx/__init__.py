@@ -28,9 +28,7 @@ import os
 from imessage_finetune.errors import TrainingError
 
 REQUIRED = ("mlx", "mlx_lm")
-INSTALL_HINT = (
-    "pip install 'imessage-finetune[mlx]' (mlx-lm on a Mac; on Linux its CPU build, mlx-lm[cpu])"
-)
+INSTALL_HINT = "pip install 'imessage-finetune[mlx]' (mlx-lm on a Mac; on Linux its CPU build, mlx-lm[cpu])"
 
 
 class MlxBackendUnavailable(TrainingError):
@@ -53,7 +51,7 @@ def require() -> None:
     if missing:
         raise MlxBackendUnavailable(
             f"the mlx backend needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
-            f"not installed: {INSTALL_HINT}; or set [finetune] backend = \"local\""
+            f'not installed: {INSTALL_HINT}; or set [finetune] backend = "local"'
         )
 
 
@@ -78,8 +76,8 @@ def resolve_device(setting: str) -> str:
     gpu = mx.is_available(mx.gpu)
     if setting == "gpu" and not gpu:
         raise TrainingError(
-            "[finetune.mlx] device = \"gpu\" but MLX has no GPU on this machine (MLX's GPU is "
-            "Apple silicon's; this build is CPU-only): set device = \"auto\" (or \"cpu\")"
+            '[finetune.mlx] device = "gpu" but MLX has no GPU on this machine (MLX\'s GPU is '
+            'Apple silicon\'s; this build is CPU-only): set device = "auto" (or "cpu")'
         )
     device = "gpu" if setting == "gpu" or (setting == "auto" and gpu) else "cpu"
     mx.set_default_device(mx.gpu if device == "gpu" else mx.cpu)

@@ -111,7 +111,7 @@ class MlxBackend:
 
     # Training --------------------------------------------------------------------------
 
-    def train(self, out_dir: Path, callbacks: TrainingCallbacks = TrainingCallbacks()) -> dict[str, Any]:
+    def train(self, out_dir: Path, callbacks: TrainingCallbacks) -> dict[str, Any]:
         """Fine-tune a LoRA adapter on train.jsonl here; publish it and model.json (returned).
 
         A run that was stopped resumes from its checkpoint when its data and settings are
@@ -311,8 +311,7 @@ class MlxBackend:
         adapter = self.config.artifacts_dir / model["adapter_path"]
         if not all((adapter / name).is_file() for name in artifacts.MLX_ADAPTER_FILES):
             raise TrainingError(
-                f"the trained adapter is missing from {adapter}: run `imessage-finetune run train` "
-                "to train it again"
+                f"the trained adapter is missing from {adapter}: run `imessage-finetune run train` to train it again"
             )
         return adapter
 

@@ -17,8 +17,15 @@ from imessage_finetune.errors import TrainingError
 
 # What a model folder needs, as mlx-lm downloads it (no other weights formats, no images).
 HUB_FILES = [
-    "*.json", "model*.safetensors", "*.py", "*.txt", "*.jsonl", "*.jinja",
-    "tokenizer.model", "*.tiktoken", "tiktoken.model",
+    "*.json",
+    "model*.safetensors",
+    "*.py",
+    "*.txt",
+    "*.jsonl",
+    "*.jinja",
+    "tokenizer.model",
+    "*.tiktoken",
+    "tiktoken.model",
 ]
 
 

@@ -12,11 +12,10 @@ from collections.abc import Generator, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from imessage_finetune.errors import TrainingError
-
 from imessage_finetune.backends.examples import ExampleBuilder
 from imessage_finetune.backends.interface import Completion, GenerationSettings, Messages, Usage
 from imessage_finetune.backends.mlx.trainer import mean_loss
+from imessage_finetune.errors import TrainingError
 
 SCORE_BATCH = 4
 TOP_P = 0.95  # `chat`'s nucleus (GenerationSettings' default too)
@@ -37,7 +36,7 @@ class MlxChatModel:
         model_id: str,
         system_prompt: str,
         max_seq_length: int,
-        defaults: GenerationSettings = GenerationSettings(),
+        defaults: GenerationSettings | None = None,
     ) -> None:
         model.eval()
         self.model = model
@@ -45,7 +44,7 @@ class MlxChatModel:
         self.model_id = model_id
         self.system_prompt = system_prompt
         self.max_seq_length = max_seq_length
-        self.defaults = defaults
+        self.defaults = defaults or GenerationSettings()
         positions = getattr(getattr(model, "args", None), "max_position_embeddings", None)
         limit = getattr(tokenizer._tokenizer, "model_max_length", None)
         self.context_length: int = (

@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 from imessage_finetune.atomic import atomic_dir
-
 from imessage_finetune.backends.demo_tokenizer import build_demo_tokenizer
 
 # Bumped whenever the model below changes: the train stage reruns and the folder is rebuilt.

@@ -25,9 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from imessage_finetune.config import MlxConfig
-
 from imessage_finetune.backends.examples import IGNORE, TokenizedExample
+from imessage_finetune.backends.mlx.checkpoints import CheckpointStore
 from imessage_finetune.backends.training import (
     MAX_GRAD_NORM,
     StepEvent,
@@ -38,7 +37,7 @@ from imessage_finetune.backends.training import (
     learning_rate_factor,
     loss_sample,
 )
-from imessage_finetune.backends.mlx.checkpoints import CheckpointStore
+from imessage_finetune.config import MlxConfig
 
 # Batches are padded to a multiple of this many tokens: each new shape makes mx.compile
 # trace the step again, so a few shapes are much faster than one per batch.
