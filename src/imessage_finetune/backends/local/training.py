@@ -102,8 +102,8 @@ def train_local(
 
     local.require()
     local.quiet_libraries()
-    from imessage_finetune.backends.local import base_model
     from imessage_finetune.backends.examples import ExampleBuilder
+    from imessage_finetune.backends.local import base_model
     from imessage_finetune.backends.local.trainer import train_adapter
 
     settings = config.finetune.local

@@ -214,7 +214,7 @@ class MlxBackend:
             "examples": stats,
             "validation_examples": len(tokenized.get("validation", [])),
             "steps": result.steps,
-            "trained_tokens": stats["trained_tokens"] * settings.epochs,
+            "trained_tokens": stats["trained_tokens_per_epoch"] * settings.epochs,
             "train_loss_start": result.train_loss_start,
             "train_loss": result.train_loss,
             "validation_loss_start": result.validation_loss_start,
