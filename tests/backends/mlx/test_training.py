@@ -59,6 +59,7 @@ def test_train_goes_from_chat_db_to_an_mlx_adapter_and_a_rerun_trains_nothing(
     assert model["validation_examples"] > 0 and model["validation_loss"] is not None
     assert model["hyperparameters"]["qlora"] is False and model["versions"]["mlx-lm"] != "absent"
     assert "steps on cpu with MLX (demo)" in result.stderr and "training loss" in result.stderr
+    assert "conversations in train.jsonl -> " in result.stderr
     assert "loss on training examples" in result.stderr
     adapter = folder / "out" / artifacts.MLX_ADAPTER.filename
     assert sorted(p.name for p in adapter.iterdir()) == sorted(artifacts.MLX_ADAPTER_FILES)

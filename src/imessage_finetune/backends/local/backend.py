@@ -74,6 +74,8 @@ class LocalBackend:
             say(f"loading {local.base_model} (downloaded into the Hugging Face cache the first time)")
 
         def examples(stats: dict[str, Any]) -> None:
+            from imessage_finetune.backends.examples import describe_examples
+
             say(describe_examples(stats, local.max_seq_length))
 
         def started(device: str, examples: int, steps: int) -> None:
@@ -124,24 +126,3 @@ class LocalBackend:
             merged.save_pretrained(staging)
             chat.tokenizer.save_pretrained(staging)
         return folder
-
-
-# How the builder's counts read in a sentence (examples.py names them).
-_CHANGES = {
-    "conversations_split_to_fit_max_seq_length": "split in pieces that fit max_seq_length {limit}",
-}
-_DROPS = {
-    "exchanges_longer_than_max_seq_length": "exchange(s) longer than max_seq_length {limit} left out",
-    "no_trained_reply": "conversation(s) without a reply to learn left out",
-    "rejected_by_chat_template": "conversation(s) the chat template refused left out",
-}
-
-
-def describe_examples(stats: dict[str, Any], limit: int) -> str:
-    """`58 conversations in train.jsonl -> 57 examples (1 split in pieces that fit...; 1
-    exchange(s) longer than ... left out)`: why the counts differ, in words."""
-    why = [f"{n} {text.format(limit=limit)}" for key, text in _CHANGES.items() if (n := stats["changed"].get(key))]
-    why += [f"{n} {text.format(limit=limit)}" for key, text in _DROPS.items() if (n := stats["dropped"].get(key))]
-    why += [f"{n} {key.replace('_', ' ')}" for key, n in stats["dropped"].items() if key not in _DROPS]
-    detail = f" ({'; '.join(why)})" if why else ""
-    return f"{stats['conversations']} conversations in train.jsonl -> {stats['examples']} examples{detail}"

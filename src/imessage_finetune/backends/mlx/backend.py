@@ -119,7 +119,7 @@ class MlxBackend:
         """
         require()
         quiet_libraries()
-        from imessage_finetune.backends.examples import ExampleBuilder
+        from imessage_finetune.backends.examples import ExampleBuilder, describe_examples
         from imessage_finetune.backends.mlx import base_model
         from imessage_finetune.backends.mlx.checkpoints import CheckpointStore
         from imessage_finetune.backends.mlx.trainer import add_lora, train_adapter
@@ -143,6 +143,7 @@ class MlxBackend:
             files["validation"] = artifacts.VALIDATION.path(out_dir)
         builders = {kind: ExampleBuilder(tokenizer._tokenizer, settings.max_seq_length) for kind in files}
         tokenized = {kind: builders[kind].build(_jsonl(path)) for kind, path in files.items()}
+        say(describe_examples(builders["train"].stats.as_dict(), settings.max_seq_length))
         if not tokenized["train"]:
             raise TrainingError(
                 f"no training example is left after rendering with {settings.base_model}'s chat template "
