@@ -83,6 +83,7 @@ MLX_ADAPTER_FILES = ("adapter_config.json", "adapters.safetensors")
 MLX_ADAPTER_CONFIG = Artifact("mlx_adapter_config", f"{MLX_MODEL_DIR}/adapter/{MLX_ADAPTER_FILES[0]}")
 MLX_ADAPTER_WEIGHTS = Artifact("mlx_adapter_weights", f"{MLX_MODEL_DIR}/adapter/{MLX_ADAPTER_FILES[1]}")
 MLX_CHECKPOINTS = Artifact("mlx_checkpoints", f"{MLX_MODEL_DIR}/checkpoints")
+MLX_LOSS_LOG_PARTIAL = Artifact("mlx_loss_log_partial", f"{MLX_MODEL_DIR}/training-log.partial.json")
 MLX_DEMO_BASE_MODEL = Artifact("mlx_demo_base_model", f"{MLX_MODEL_DIR}/demo-base")
 
 ALL: tuple[Artifact, ...] = (SNAPSHOT, CONTACTS, SESSIONS, MERGED, TRAIN, VALIDATION, HELDOUT, DATASET_REPORT)

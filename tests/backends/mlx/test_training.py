@@ -65,6 +65,9 @@ def test_train_goes_from_chat_db_to_an_mlx_adapter_and_a_rerun_trains_nothing(
     assert sorted(p.name for p in adapter.iterdir()) == sorted(artifacts.MLX_ADAPTER_FILES)
     assert oct(adapter.stat().st_mode & 0o777) == "0o700"
     assert not (folder / "out" / artifacts.MLX_CHECKPOINTS.filename).exists()
+    log = json.loads((folder / "out" / artifacts.TRAINING_LOG.filename).read_text())
+    assert log["backend"] == "mlx" and [s["step"] for s in log["steps"]] == list(range(1, model["steps"] + 1))
+    assert not (folder / "out" / artifacts.MLX_LOSS_LOG_PARTIAL.filename).exists()
     assert train(folder / "finetune.toml")["train"] == "up-to-date"
 
 

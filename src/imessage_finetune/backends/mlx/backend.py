@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from imessage_finetune import artifacts
 from imessage_finetune.atomic import atomic_dir, atomic_write
 from imessage_finetune.backends.interface import GenerationSettings, TrainingCallbacks, TrainingPlan, TrainingStep
+from imessage_finetune.backends.loss_log import LossLog, publish_log
 from imessage_finetune.backends.mlx import quiet_libraries, require, resolve_device
 from imessage_finetune.backends.training import on_apple_silicon
 from imessage_finetune.config import ConfigLike, MlxConfig, RunOptions
@@ -37,6 +38,7 @@ TRAINING_KEYS = (
     "finetune.backend",
     *(f"finetune.mlx.{key}" for key in MLX_KEYS),
     "dataset.system_prompt",
+    "dataset.partner_in_prompt",
     "dataset.validation_share",
 )
 LIBRARIES = ("mlx", "mlx-lm", "transformers")
@@ -98,7 +100,12 @@ class MlxBackend:
             reads.append(artifacts.VALIDATION)
         return TrainingPlan(
             reads=tuple(reads),
-            writes=(artifacts.MODEL, artifacts.MLX_ADAPTER_CONFIG, artifacts.MLX_ADAPTER_WEIGHTS),
+            writes=(
+                artifacts.MODEL,
+                artifacts.TRAINING_LOG,
+                artifacts.MLX_ADAPTER_CONFIG,
+                artifacts.MLX_ADAPTER_WEIGHTS,
+            ),
             keys=TRAINING_KEYS,
             side_keys=SIDE_KEYS,
             params={
@@ -167,7 +174,11 @@ class MlxBackend:
             if callbacks.on_start is not None:
                 callbacks.on_start(device, examples, steps)
 
+        # Beside the checkpoints (whose folder keeps only the newest), continued by a resumed run.
+        log = LossLog(self.name, run_id, artifacts.MLX_LOSS_LOG_PARTIAL.path(out_dir))
+
         def step(event: Any) -> None:
+            log.add(event.step, event.loss, epoch=event.epoch, total_steps=event.total_steps)
             if callbacks.on_step is not None:
                 text = f"step {event.step}/{event.total_steps} (epoch {event.epoch}), training loss {event.loss}"
                 callbacks.on_step(TrainingStep(event.step, event.total_steps, text))
@@ -206,6 +217,7 @@ class MlxBackend:
             },
             "seed": settings.seed,
             "system_prompt": config.dataset.system_prompt,
+            "partner_in_prompt": config.dataset.partner_in_prompt,
             "training_file": {"name": artifacts.TRAIN.filename, "sha256": digests["train"]},
             "validation_file": (
                 {"name": artifacts.VALIDATION.filename, "sha256": digests["validation"]}
@@ -222,9 +234,19 @@ class MlxBackend:
             "validation_loss": result.validation_loss,
             "versions": package_versions(LIBRARIES),
         }
+        publish_log(
+            out_dir,
+            log.document(
+                train_loss_start=result.train_loss_start,
+                train_loss=result.train_loss,
+                validation_loss_start=result.validation_loss_start,
+                validation_loss=result.validation_loss,
+            ),
+        )
         validate_document(artifacts.MODEL, document)
         with atomic_write(artifacts.MODEL.path(out_dir)) as handle:
             handle.write(dump_json(document))
+        log.discard_partial()
         # Only now: a kill before model.json is written resumes, not restarts.
         CheckpointStore(artifacts.MLX_CHECKPOINTS.path(out_dir)).clear()
         validation = (
