@@ -141,6 +141,11 @@ def venv_python() -> Path:
     return VENV / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
 
 
+def venv_command(name: str, platform: str = sys.platform) -> str:
+    """How to run one of .venv's commands from the project folder, as this system spells it."""
+    return f".venv\\Scripts\\{name}" if platform == "win32" else f".venv/bin/{name}"
+
+
 def pip(python: Path | str, *args: str, capture: bool = False) -> subprocess.CompletedProcess[str]:
     command = [str(python), "-m", "pip", *args]
     if capture:
@@ -219,9 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     torch = installed_torch(python)
     if torch is None:
-        say(f"done: imessage-finetune without the local backend in {VENV}; next: .venv/bin/doit")
+        say(f"done: imessage-finetune without the local backend in {VENV}; next: {venv_command('doit')}")
     else:
-        say(f"done: PyTorch {torch} and imessage-finetune in {VENV}; next: .venv/bin/doit train")
+        say(f"done: PyTorch {torch} and imessage-finetune in {VENV}; next: {venv_command('doit')} train")
     return 0
 
 

@@ -54,6 +54,13 @@ def _ran(returncode: int, stdout: str):  # type: ignore[no-untyped-def]
     return lambda command: subprocess.CompletedProcess(command, returncode, stdout, "")
 
 
+def test_the_next_command_is_spelled_as_the_system_runs_it() -> None:
+    """Windows keeps a virtual environment's commands in Scripts\\, not bin/."""
+    assert install.venv_command("doit", "win32") == ".venv\\Scripts\\doit"
+    assert install.venv_command("doit", "linux") == ".venv/bin/doit"
+    assert install.venv_command("doit", "darwin") == ".venv/bin/doit"
+
+
 def test_an_nvidia_gpu_is_one_the_driver_or_nvidia_smi_lists(tmp_path: Path) -> None:
     """The driver's GPU list, or `nvidia-smi -L`; the CUDA toolkit or a failing driver is not a GPU."""
     gpus = tmp_path / "gpus"
