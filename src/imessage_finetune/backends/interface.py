@@ -73,6 +73,11 @@ class ChatModel(Protocol):
         probe needs this). A chat service that cannot answers after it instead."""
         ...
 
+    def default_settings(self) -> GenerationSettings:
+        """The settings `stream` uses when given none (`chat`'s): `serve` fills the parameters
+        a request leaves out from these, so the same request gets `chat`'s reply."""
+        ...
+
     def score(self, conversations: Iterable[Messages]) -> float | None:
         """Mean loss in nats per token of the assistant turns of `conversations` (those tokens
         only, in the model's own chat template, with the context before them); None when the

@@ -169,6 +169,10 @@ class RemoteModel:
     def __init__(self, service: Any, model_id: str, system_prompt: str) -> None:
         self.service, self.model_id, self.system_prompt = service, model_id, system_prompt
 
+    def default_settings(self) -> GenerationSettings:
+        """The interface's defaults (the service applies its own to what is not sent)."""
+        return GenerationSettings()
+
     def stream(self, messages: Messages, settings: GenerationSettings | None = None) -> Completion:
         """The service's reply, streamed (settings None: the service's defaults)."""
         completion: Completion = self.service.chat(self.model_id, messages, settings)
