@@ -10,7 +10,7 @@ import pytest
 from chatdb_builder import ChatDbBuilder
 from ios_backup_builder import PhoneHistory, phone_history
 
-pytest_plugins = ["fake_openai"]
+pytest_plugins = ["fake_openai", "trained_demo"]
 SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "chatdb-fixtures"
 
 

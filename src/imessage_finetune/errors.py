@@ -184,3 +184,7 @@ class JobStillRunning(ServiceError):
                 f"([finetune] deadline_hours), last with: {last_error}"
             )
         super().__init__(f"{what}; it keeps running on the service: run the stage again to follow it, or cancel it")
+
+
+class ContextLengthExceeded(FinetuneError):
+    """The conversation is longer than the model's context: nothing was generated."""
