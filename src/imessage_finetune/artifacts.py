@@ -64,6 +64,8 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 ADAPTER_CONFIG = Artifact("adapter_config", f"{LOCAL_MODEL_DIR}/adapter/{ADAPTER_FILES[0]}")
 ADAPTER_WEIGHTS = Artifact("adapter_weights", f"{LOCAL_MODEL_DIR}/adapter/{ADAPTER_FILES[1]}")
 CHECKPOINTS = Artifact("checkpoints", f"{LOCAL_MODEL_DIR}/checkpoints")
+# `imessage-finetune export`'s default folder: merged weights and an Ollama Modelfile.
+EXPORT = Artifact("export", "export")
 DEMO_BASE_MODEL = Artifact("demo_base_model", f"{LOCAL_MODEL_DIR}/demo-base")
 LOSS_LOG_PARTIAL = Artifact("loss_log_partial", f"{LOCAL_MODEL_DIR}/training-log.partial.json")
 

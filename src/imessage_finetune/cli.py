@@ -575,6 +575,160 @@ def _say_what_was_shown(answer: str) -> None:
         click.echo(f"chat: in this reply, {'; '.join(notes)}", err=True)
 
 
+CHAT_OPENAI_SNIPPET = """\
+    import json
+    from langchain_openai import ChatOpenAI
+
+    model_id = json.load(open("artifacts/model.json"))["model_id"]
+    llm = ChatOpenAI(model=model_id)          # add base_url=... for a compatible endpoint
+    print(llm.invoke("are you free tonight?").content)"""
+
+
+@cli.command(name="serve")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (this machine only by default)."
+)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free one).")
+@click.option(
+    "--api-key", help="Require this bearer token (visible to other users in the process list: prefer --api-key-file)."
+)
+@click.option(
+    "--api-key-file", type=click.Path(dir_okay=False, path_type=Path), help="Require the bearer token in this file."
+)
+@click.option(
+    "--queue",
+    "queue_size",
+    default=8,
+    show_default=True,
+    type=click.IntRange(0, 10_000),
+    help="Requests that may wait for the model; past that, 503.",
+)
+@click.pass_context
+def serve_command(
+    ctx: click.Context, host: str, port: int, api_key: str | None, api_key_file: Path | None, queue_size: int
+) -> None:
+    """Serve the trained model with OpenAI's Chat Completions API, until Ctrl-C.
+
+    Any OpenAI client works against it (base URL http://127.0.0.1:8000/v1): the `openai`
+    package, LangChain's ChatOpenAI, chat apps. Requests without a system message get the
+    one the model was trained with; absent parameters take `chat`'s values.
+
+    \b
+    Example:
+      imessage-finetune serve --port 8000
+    """
+    import logging
+
+    from imessage_finetune import serving
+    from imessage_finetune.serving import server
+
+    config = _config(ctx)
+    trained = _trained_model(config)
+    if trained is None:
+        raise click.UsageError("no model yet: run `imessage-finetune run train` first")
+    backend = backend_for(config, trained["backend"], options=_options(ctx))
+    if backend.sends_data:  # trained at a service: the service serves it already
+        click.echo(
+            f"serve: nothing to serve here: {trained['model_id']} runs at the fine-tuning service, "
+            "which already speaks this API. From LangChain:\n\n" + CHAT_OPENAI_SNIPPET,
+            err=True,
+        )
+        raise click.exceptions.Exit(1)
+    serving.require()
+    key = _serve_api_key(api_key, api_key_file)
+    if not server.is_loopback(host):
+        click.echo(
+            f"serve: WARNING: listening on {host}, reachable from other machines. The model was trained "
+            "on your private messages and may repeat them"
+            + ("" if key else "; set --api-key-file so that only those with the key can use it"),
+            err=True,
+        )
+    sock = server.bind(host, port)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("serve: %(message)s"))
+    quiet = _options(ctx).verbosity == 0
+    for name in ("imessage_finetune.serve", "uvicorn.error", "uvicorn.access"):
+        log = logging.getLogger(name)
+        log.handlers[:] = [handler]
+        log.setLevel(logging.WARNING if quiet else logging.INFO)
+        log.propagate = False
+    try:
+        click.echo(f"serve: loading {trained['model_id']} ({backend.name})", err=True)
+        if trained.get("demonstration"):
+            click.echo(f"serve: {trained['notice']}", err=True)
+        model = backend.load(trained)
+        created = int(artifacts.MODEL.path(config.artifacts_dir).stat().st_mtime)
+        options = server.ServeOptions(host, port, key, queue_size)
+        app = server.create_app(model, options, model.default_settings(), created)
+        url = server.address(sock)
+        ready = f"serve: {trained['model_id']} at {url} (Ctrl-C stops)" + ("; bearer token required" if key else "")
+        server.run(app, sock, on_ready=lambda: click.echo(ready, err=True))
+    finally:
+        sock.close()
+    click.echo("serve: stopped", err=True)
+
+
+@cli.command(name="export")
+@click.argument("folder", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Write even inside a git work tree where the folder is not ignored.")
+@click.pass_context
+def export_command(ctx: click.Context, folder: Path | None, force: bool) -> None:
+    """Write the trained model as a folder Ollama and other runtimes load (default:
+    artifacts/export): the adapter merged into the base weights, and an Ollama Modelfile.
+
+    The folder holds what the model learned from your messages: it is private to you
+    (0700/0600), and never written into a git work tree unless ignored there or --force.
+
+    \b
+    Example:
+      imessage-finetune export ~/models/me && ollama create me -f ~/models/me/Modelfile
+    """
+    from imessage_finetune.serving.export import export
+
+    config = _config(ctx)
+    trained = _trained_model(config)
+    if trained is None:
+        raise click.UsageError("no model yet: run `imessage-finetune run train` first")
+    backend = backend_for(config, trained["backend"], options=_options(ctx))
+    target = folder if folder is not None else artifacts.EXPORT.path(config.artifacts_dir)
+    click.echo(f"export: merging the adapter of {trained['model_id']} into {trained['base_model']}'s weights", err=True)
+    done = export(
+        target,
+        lambda path: backend.export(trained, path),
+        model_id=trained["model_id"],
+        system_prompt=trained.get("system_prompt") or "",
+        force=force,
+    )
+    click.echo(
+        f"export: wrote {done.folder} (merged weights {done.weights_bytes / 1e6:.1f} MB, Modelfile; stop tokens "
+        f"{', '.join(done.stops)})",
+        err=True,
+    )
+    click.echo(
+        "export: PRIVATE: it holds what the model learned from your messages and can repeat them; the folder "
+        "is readable by you only (0700/0600): do not share or upload it",
+        err=True,
+    )
+    click.echo(f"export: next: ollama create NAME -f {done.folder / 'Modelfile'}", err=True)
+    click.echo(str(done.folder))
+
+
+def _serve_api_key(api_key: str | None, api_key_file: Path | None) -> str | None:
+    if api_key and api_key_file:
+        raise click.UsageError("use just one of --api-key and --api-key-file")
+    if api_key_file is not None:
+        try:
+            lines = api_key_file.expanduser().read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise click.ClickException(f"cannot read --api-key-file {api_key_file}: {exc.strerror}") from None
+        api_key = lines[0].strip() if lines else ""
+        if not api_key:
+            raise click.ClickException(f"--api-key-file {api_key_file} is empty: write the key on its first line")
+    if api_key is not None and not api_key.strip():
+        raise click.UsageError("--api-key is empty")
+    return api_key.strip() if api_key else None
+
+
 def _trained_model(config: Config) -> dict[str, Any] | None:
     """artifacts/model.json, checked against its schema; None before the first training."""
     path = artifacts.MODEL.path(config.artifacts_dir)

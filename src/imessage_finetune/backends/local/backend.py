@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from imessage_finetune import artifacts
-from imessage_finetune.atomic import atomic_dir
 from imessage_finetune.backends.interface import TrainingCallbacks, TrainingPlan, TrainingStep
 from imessage_finetune.backends.local.base_model import folder_files
 from imessage_finetune.backends.local.chat import LocalChat
@@ -118,11 +117,11 @@ class LocalBackend:
         )
 
     def export(self, model: Mapping[str, Any], folder: Path) -> Path:
-        """The adapter merged into the base weights, with the tokenizer, as a Hugging Face
-        folder (`save_pretrained`), published whole into `folder`."""
-        chat = self.load(model)
-        merged = chat.model.merge_and_unload()
-        with atomic_dir(folder) as staging:
-            merged.save_pretrained(staging)
-            chat.tokenizer.save_pretrained(staging)
-        return folder
+        """The adapter merged into the base weights (in float32, stored in the base's own
+        precision), with the tokenizer and a generation config holding `chat`'s sampling
+        settings, as a Hugging Face folder published whole into `folder` (0700/0600)."""
+        from imessage_finetune.backends.local.export import export_merged
+
+        config = self.config
+        return export_merged(model, config.artifacts_dir, config.base_dir, config.finetune.local, folder)
+
