@@ -332,7 +332,7 @@ def test_the_readmes_chatopenai_step_works_against_serve(
     """The README's snippet, run as written but for the port and the artifacts folder."""
     import re
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     [code] = [
         b for b in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if 'base_url="http://127.0.0.1:8000/v1"' in b
     ]

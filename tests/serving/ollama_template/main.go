@@ -1,4 +1,4 @@
-// Renders Ollama Modelfiles' TEMPLATEs as Ollama does, for tests/test_serving_export.py.
+// Renders Ollama Modelfiles' TEMPLATEs as Ollama does, for tests/serving/test_export.py.
 //
 // The Modelfile parser below (ParseFile and its helpers) is copied from Ollama's
 // parser/parser.go, and render() follows template.Execute's `.Messages` path and the chat
