@@ -293,7 +293,7 @@ def _stream(
             try:
                 while (piece := await anyio.to_thread.run_sync(_next, completion)) is not None:
                     yield event(chunk_body(id_, model_id, created, {"content": piece}))
-            except Exception as exc:  # noqa: BLE001 (headers are sent: the error goes in the stream)
+            except Exception as exc:  # headers are sent: the error goes in the stream
                 LOG.error("request %d failed while generating: %s", number, _reason(exc))
                 yield event(
                     ApiError(
@@ -327,7 +327,7 @@ def _ReleasingStream(events: AsyncIterator[dict[str, str]], completion: Completi
     runs."""
     from sse_starlette.sse import EventSourceResponse
 
-    class Releasing(EventSourceResponse):  # type: ignore[misc]
+    class Releasing(EventSourceResponse):
         async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
             try:
                 await super().__call__(scope, receive, send)
@@ -366,7 +366,7 @@ class _Guard:
         except ApiError as exc:
             if not started:
                 await _send_error(send, exc)
-        except Exception as exc:  # noqa: BLE001 (any failure: one line in the log, OpenAI's shape in the reply)
+        except Exception as exc:  # any failure: one line in the log, OpenAI's shape in the reply
             LOG.error("%s %s failed: %s", scope.get("method"), scope.get("path"), _reason(exc))
             if not started:
                 await _send_error(send, ApiError(500, "internal error; the server log says why", type="server_error"))
@@ -439,7 +439,7 @@ def run(app: Any, sock: socket.socket, on_ready: Callable[[], None] | None = Non
     `on_ready` is called once the socket accepts connections."""
     import uvicorn
 
-    class Server(uvicorn.Server):  # type: ignore[misc]
+    class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
             if self.started and on_ready is not None:

@@ -146,7 +146,7 @@ class LocalCompletion(Completion):
         prompt_length = self.usage.prompt_tokens
         completion = self
 
-        class Tokens(BaseStreamer):  # type: ignore[misc]
+        class Tokens(BaseStreamer):
             """Receives each new token from generate(); the first call is the prompt."""
 
             prompt_seen = False
@@ -160,7 +160,7 @@ class LocalCompletion(Completion):
             def end(self) -> None:
                 completion._tokens.put(None)
 
-        class Halt(StoppingCriteria):  # type: ignore[misc]
+        class Halt(StoppingCriteria):
             """Stops between two tokens once closed, or when the reply holds a stop string:
             checked here, in generate's thread, so the reply ends at the same token whatever
             the consumer's pace (usage is then the same on every run)."""
@@ -192,7 +192,7 @@ class LocalCompletion(Completion):
                     if settings.seed is not None:
                         torch.manual_seed(settings.seed)
                     chat.model.generate(**options)
-            except BaseException as exc:  # noqa: BLE001 (re-raised in the consumer's thread)
+            except BaseException as exc:  # re-raised in the consumer's thread
                 completion._failure.append(exc)
                 completion._tokens.put(None)
 
