@@ -26,7 +26,8 @@ from click.testing import CliRunner
 from serve_process import ServeProcess
 from trained_demo import SYSTEM_PROMPT
 
-from imessage_finetune.cli import cli
+from imessage_finetune.cli import REPLY_KEEPS, cli
+from imessage_finetune.terminal import printable
 
 PROMPT = "are you free tonight?"
 # Greedy, this prompt makes the demo model repeat itself without ending its turn: a reply
@@ -53,10 +54,17 @@ def client(server: ServeProcess, **options: Any) -> Any:
 
 
 def chat_reply(config: Path, prompt: str) -> str:
-    """What `imessage-finetune chat PROMPT` prints."""
+    """What `imessage-finetune chat PROMPT` prints (a reply's control characters as escapes)."""
     result = CliRunner().invoke(cli, ["--config", str(config), "chat", prompt])
     assert result.exit_code == 0, result.output
     return result.stdout.removesuffix("\n")
+
+
+def shown(reply: str | None) -> str:
+    """A served reply as `chat` shows it: serve sends the model's text as it is, while chat
+    escapes its control characters (the demo model, barely trained, says some)."""
+    assert reply is not None
+    return printable(reply, keep=REPLY_KEEPS)
 
 
 def post(
@@ -89,7 +97,7 @@ def test_the_openai_client_lists_the_model_and_gets_chats_reply_streamed_and_not
     assert len(expected) >= 3, "the demo model should say a few characters at temperature 1.3"
 
     whole = api.chat.completions.create(model=model_id, messages=[{"role": "user", "content": PROMPT}])
-    assert whole.choices[0].message.content == expected
+    assert shown(whole.choices[0].message.content) == expected
     assert whole.choices[0].finish_reason in ("stop", "length") and whole.model == model_id
     assert whole.usage.prompt_tokens > 10 and 1 <= whole.usage.completion_tokens <= 24
     assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
@@ -102,7 +110,7 @@ def test_the_openai_client_lists_the_model_and_gets_chats_reply_streamed_and_not
             stream_options={"include_usage": True},
         )
     )
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
+    assert shown("".join(c.choices[0].delta.content or "" for c in chunks if c.choices)) == expected
     assert chunks[0].choices[0].delta.role == "assistant"
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == whole.choices[0].finish_reason
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
@@ -116,10 +124,10 @@ def test_the_openai_client_lists_the_model_and_gets_chats_reply_streamed_and_not
         seed=7,
         max_tokens=24,
     )
-    assert explicit.choices[0].message.content == expected
+    assert shown(explicit.choices[0].message.content) == expected
     question = [{"role": "user", "content": PROMPT}]
     others = {
-        api.chat.completions.create(model=model_id, messages=question, seed=seed).choices[0].message.content
+        shown(api.chat.completions.create(model=model_id, messages=question, seed=seed).choices[0].message.content)
         for seed in (1, 2, 3)
     }
     assert others - {expected}
@@ -132,8 +140,8 @@ def test_langchains_chatopenai_talks_to_it_as_the_readme_shows(
 
     llm = ChatOpenAI(model=model_id, base_url=server.url, api_key="unused", max_retries=0)
     expected = chat_reply(trained_demo, PROMPT)
-    assert llm.invoke(PROMPT).content == expected
-    assert "".join(str(chunk.content) for chunk in llm.stream(PROMPT)) == expected
+    assert shown(str(llm.invoke(PROMPT).content)) == expected
+    assert shown("".join(str(chunk.content) for chunk in llm.stream(PROMPT))) == expected
 
 
 def test_the_training_system_prompt_is_used_when_the_request_has_none(server: ServeProcess, model_id: str) -> None:
@@ -341,7 +349,7 @@ def test_the_readmes_chatopenai_step_works_against_serve(
     expected = chat_reply(trained_demo, PROMPT)
     capsys.readouterr()
     exec(compile(code, "README.md", "exec"), {})
-    assert capsys.readouterr().out == f"{expected}\n{expected}"  # invoke, then the stream
+    assert shown(capsys.readouterr().out) == f"{expected}\n{expected}"  # invoke, then the stream
 
 
 # Last: it stops the module's server.
