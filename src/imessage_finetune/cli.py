@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -625,7 +626,7 @@ def serve_command(
     config = _config(ctx)
     trained = _trained_model(config)
     if trained is None:
-        raise click.UsageError("no model yet: run `imessage-finetune run train` first")
+        raise click.ClickException("no model yet: run `imessage-finetune run train` first")
     backend = backend_for(config, trained["backend"], options=_options(ctx))
     if backend.sends_data:  # trained at a service: the service serves it already
         click.echo(
@@ -646,11 +647,14 @@ def serve_command(
     sock = server.bind(host, port)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("serve: %(message)s"))
-    quiet = _options(ctx).verbosity == 0
-    for name in ("imessage_finetune.serve", "uvicorn.error", "uvicorn.access"):
+    verbosity = _options(ctx).verbosity
+    # By default: one line per request (no message text) and the server's warnings; uvicorn's
+    # own comings and goings (started, shutting down, finished) only with --verbose.
+    levels = {"imessage_finetune.serve": 1, "uvicorn.access": 1, "uvicorn.error": 2}
+    for name, shown_from in levels.items():
         log = logging.getLogger(name)
         log.handlers[:] = [handler]
-        log.setLevel(logging.WARNING if quiet else logging.INFO)
+        log.setLevel(logging.INFO if verbosity >= shown_from else logging.WARNING)
         log.propagate = False
     try:
         click.echo(f"serve: loading {trained['model_id']} ({backend.name})", err=True)
@@ -662,10 +666,13 @@ def serve_command(
         app = server.create_app(model, options, model.default_settings(), created)
         url = server.address(sock)
         ready = f"serve: {trained['model_id']} at {url} (Ctrl-C stops)" + ("; bearer token required" if key else "")
-        server.run(app, sock, on_ready=lambda: click.echo(ready, err=True))
+        stopped_by = server.run(app, sock, on_ready=lambda: click.echo(ready, err=True))
     finally:
         sock.close()
-    click.echo("serve: stopped", err=True)
+    if stopped_by == signal.SIGINT:  # Ctrl-C ends serve as it ends any command: exit status 130
+        click.echo("serve: stopped (Ctrl-C)", err=True)
+        raise click.exceptions.Exit(128 + signal.SIGINT)
+    click.echo("serve: stopped", err=True)  # SIGTERM: a service manager's normal stop, status 0
 
 
 @cli.command(name="export")
@@ -683,14 +690,20 @@ def export_command(ctx: click.Context, folder: Path | None, force: bool) -> None
     Example:
       imessage-finetune export ~/models/me && ollama create me -f ~/models/me/Modelfile
     """
-    from imessage_finetune.serving.export import export
+    from imessage_finetune.serving.export import check_destination, export
 
     config = _config(ctx)
     trained = _trained_model(config)
     if trained is None:
-        raise click.UsageError("no model yet: run `imessage-finetune run train` first")
+        raise click.ClickException("no model yet: run `imessage-finetune run train` first")
     backend = backend_for(config, trained["backend"], options=_options(ctx))
+    if backend.sends_data:  # trained at a service: said before any work, in one line
+        raise click.ClickException(
+            f"nothing to export here: {trained['model_id']} was fine-tuned at the service and its weights stay "
+            'there; export works for models trained on this machine ([finetune] backend = "local")'
+        )
     target = folder if folder is not None else artifacts.EXPORT.path(config.artifacts_dir)
+    check_destination(target, force)  # a folder refused is said before any work
     click.echo(f"export: merging the adapter of {trained['model_id']} into {trained['base_model']}'s weights", err=True)
     done = export(
         target,

@@ -228,5 +228,27 @@ def test_export_in_a_git_work_tree_is_one_line_with_the_way_out(tmp_path: Path, 
     subprocess.run([git, "init", "-q", str(tmp_path)], check=True)
     result = CliRunner().invoke(cli, ["--config", str(trained_demo), "export", str(tmp_path / "me")])
     assert result.exit_code == 1 and "pass --force" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 2  # what it does, then the one-line error
+    assert len(result.stderr.strip().splitlines()) == 1  # the error alone, before any work
+    assert not (tmp_path / "me").exists()
+
+
+def test_no_model_yet_and_a_model_at_the_service_are_one_line_each(tmp_path: Path) -> None:
+    from imessage_finetune import artifacts
+
+    (tmp_path / "out").mkdir()
+    config = tmp_path / "finetune.toml"
+    config.write_text('[artifacts]\ndir = "out"\n[finetune]\nbackend = "openai"\n')
+    result = CliRunner().invoke(cli, ["--config", str(config), "export", str(tmp_path / "me")])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == ["Error: no model yet: run `imessage-finetune run train` first"]
+    remote = {
+        "backend": "openai", "endpoint": "https://api.openai.com/v1", "model_id": "ft:gpt-4.1-mini:me::abc",
+        "job_id": "ftjob-1", "base_model": "gpt-4.1-mini-2025-04-14", "training_file": "file-1",
+        "validation_file": None, "hyperparameters": {}, "seed": 42, "suffix": "imessage",
+        "trained_tokens": 100, "cost_usd": 0.01,
+    }  # fmt: skip
+    (tmp_path / "out" / artifacts.MODEL.filename).write_text(json.dumps(remote))
+    result = CliRunner().invoke(cli, ["--config", str(config), "export", str(tmp_path / "me")])
+    assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1
+    assert "nothing to export here: ft:gpt-4.1-mini:me::abc was fine-tuned at the service" in result.stderr
     assert not (tmp_path / "me").exists()

@@ -433,13 +433,20 @@ def address(sock: socket.socket) -> str:
     return f"http://{'[' + host + ']' if ':' in host else host}:{port}/v1"
 
 
-def run(app: Any, sock: socket.socket, on_ready: Callable[[], None] | None = None) -> None:
+def run(app: Any, sock: socket.socket, on_ready: Callable[[], None] | None = None) -> int | None:
     """Serve `app` on `sock` until Ctrl-C or SIGTERM (a second Ctrl-C stops at once); streams
     in progress get GRACEFUL_SECONDS to finish, then are closed, which stops their generation.
-    `on_ready` is called once the socket accepts connections."""
+    `on_ready` is called once the socket accepts connections. The signal that stopped it."""
     import uvicorn
 
     class Server(uvicorn.Server):
+        stopped_by: int | None = None
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.stopped_by is None:
+                self.stopped_by = sig
+            super().handle_exit(sig, frame)
+
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
             if self.started and on_ready is not None:
@@ -466,4 +473,6 @@ def run(app: Any, sock: socket.socket, on_ready: Callable[[], None] | None = Non
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
         server_header=False,
     )
-    Server(config).run(sockets=[sock])
+    running = Server(config)
+    running.run(sockets=[sock])
+    return running.stopped_by
