@@ -671,7 +671,7 @@ def serve_command(
         sock.close()
     if stopped_by == signal.SIGINT:  # Ctrl-C ends serve as it ends any command: exit status 130
         click.echo("serve: stopped (Ctrl-C)", err=True)
-        raise click.exceptions.Exit(128 + signal.SIGINT)
+        raise click.exceptions.Exit(INTERRUPTED)
     click.echo("serve: stopped", err=True)  # SIGTERM: a service manager's normal stop, status 0
 
 
