@@ -124,4 +124,3 @@ class LocalBackend:
 
         config = self.config
         return export_merged(model, config.artifacts_dir, config.base_dir, config.finetune.local, folder)
-

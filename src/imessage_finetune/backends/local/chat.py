@@ -93,7 +93,7 @@ class LocalChat:
         """The prompt in the form the model was trained on: senders' names as a prefix,
         consecutive messages of one role joined, special tokens in the text neutralised (so a
         message cannot open or close a turn)."""
-        from imessage_finetune.backends.local.examples import ExampleStats, to_turns
+        from imessage_finetune.backends.examples import ExampleStats, to_turns
 
         turns = to_turns(messages, self._special, ExampleStats())
         # A final assistant message is a reply begun: it is continued (the interface's rule).

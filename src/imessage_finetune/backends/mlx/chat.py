@@ -15,14 +15,10 @@ from typing import Any
 from imessage_finetune.backends.examples import ExampleBuilder
 from imessage_finetune.backends.interface import Completion, GenerationSettings, Messages, Usage
 from imessage_finetune.backends.mlx.trainer import mean_loss
-from imessage_finetune.errors import TrainingError
+from imessage_finetune.errors import ContextLengthExceeded
 
 SCORE_BATCH = 4
 TOP_P = 0.95  # `chat`'s nucleus (GenerationSettings' default too)
-
-
-class ContextTooLong(TrainingError):
-    """The conversation is longer than the model's context: nothing was generated."""
 
 
 class MlxChatModel:
@@ -74,7 +70,7 @@ class MlxChatModel:
     def _prompt(self, messages: Messages) -> list[int]:
         prompt = ExampleBuilder(self.tokenizer._tokenizer, self.max_seq_length).prompt_ids(messages)
         if len(prompt) >= self.context_length:
-            raise ContextTooLong(
+            raise ContextLengthExceeded(
                 f"the conversation takes {len(prompt)} tokens, and this model reads at most "
                 f"{self.context_length}: send fewer or shorter messages"
             )
