@@ -21,7 +21,7 @@ from imessage_finetune.backends.local.tiny_model import build_demo_model  # noqa
 from imessage_finetune.cli import cli  # noqa: E402
 from pipeline_runner import DoitResult, run_doit, write_config  # noqa: E402
 
-# A learning rate that moves a random model visibly in 45 steps.
+# A learning rate that moves a random model visibly in 39 steps.
 SETTINGS = "learning_rate = 5e-3\nlora_rank = 8\nlora_alpha = 16\n"
 STEP_EVENT = "imessage_finetune.backends.local.trainer:StepEvent"
 
@@ -142,11 +142,11 @@ def test_ctrl_c_saves_a_checkpoint_and_the_rerun_resumes_to_the_same_adapter(
     config = project(tmp_path, tiny_model, "checkpoint_steps = 10\n")
     stopped = train(config, fault=f"{STEP_EVENT}:13:sigint")
     assert stopped["exit"] != "0" and stopped["train"] == "fail"
-    assert "training stopped at step 13 of 45; a checkpoint was saved" in stopped.stderr
+    assert "training stopped at step 13 of 39; a checkpoint was saved" in stopped.stderr
     assert not (tmp_path / "out" / artifacts.MODEL.filename).exists()
     resumed = train(config)
     assert resumed["exit"] == "0", resumed.stderr
-    assert "resuming from the checkpoint at step 13 of 45" in resumed.stderr
+    assert "resuming from the checkpoint at step 13 of 39" in resumed.stderr
     assert model_json(tmp_path) == uninterrupted
 
 
@@ -157,7 +157,7 @@ def test_a_kill_resumes_from_the_last_periodic_checkpoint(
     killed = train(config, fault=f"{STEP_EVENT}:25:sigkill")
     assert killed["exit"] == "-9"
     resumed = train(config)
-    assert "resuming from the checkpoint at step 20 of 45" in resumed.stderr, resumed.stderr
+    assert "resuming from the checkpoint at step 20 of 39" in resumed.stderr, resumed.stderr
     assert model_json(tmp_path) == uninterrupted
 
 
