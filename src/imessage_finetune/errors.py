@@ -106,6 +106,11 @@ class DatasetError(FinetuneError):
     """The conversations cannot be turned into training data as configured."""
 
 
+class Interrupted(FinetuneError):
+    """Ctrl-C stopped the work at a point where what was done is kept (the message says what,
+    and how to go on): a run ends as interrupted (exit 130), not as failed."""
+
+
 class TrainingError(FinetuneError):
     """Training or loading a model on this machine cannot go on (missing packages, a base
     model that cannot be found or loaded, no example left, Ctrl-C during training)."""

@@ -353,6 +353,19 @@ def test_ctrl_c_in_each_stage_is_one_line_exit_130_and_a_true_summary(tmp_path: 
         assert not (tmp_path / "out" / "train.jsonl").exists() or index > ORDER.index("dataset")
 
 
+def test_ctrl_c_inside_the_training_loop_is_an_interrupt_that_keeps_the_checkpoint(tmp_path: Path) -> None:
+    """The loop stops after a step and saves a checkpoint: the run is interrupted (130), not
+    failed, and its line says where training stopped and how to go on."""
+    config = write_config(tmp_path, "demo", '[finetune.local]\nbase_model = "demo"\n')
+    done = doit(config, "train", cwd=tmp_path, fault="imessage_finetune.backends.local.trainer:StepEvent:3")
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr
+    summary = last_line(done.stderr)
+    assert summary.startswith("interrupted: train: training stopped at step 3 of "), summary
+    assert "a checkpoint was saved" in summary and "5 stage(s) rebuilt" in summary, summary
+    assert not (tmp_path / "out" / "model.json").exists()
+
+
 def test_ctrl_c_through_the_cli_is_the_same_line_and_status(tmp_path: Path) -> None:
     """`imessage-finetune run`, which used to add "Aborted!" to a traceback."""
     config = write_config(tmp_path, "demo")

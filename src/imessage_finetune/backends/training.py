@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from imessage_finetune.errors import TrainingError
+from imessage_finetune.errors import Interrupted, TrainingError
 
 WARMUP_SHARE = 0.05  # of all steps, with a linear rise, then a linear decay to 0
 MAX_GRAD_NORM = 1.0
@@ -25,7 +25,7 @@ LOSS_SAMPLE = 64  # training examples the before/after loss is measured on
 T = TypeVar("T")
 
 
-class TrainingInterrupted(TrainingError):
+class TrainingInterrupted(TrainingError, Interrupted):
     """Ctrl-C stopped training after a step; a checkpoint was saved there."""
 
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from doit.exceptions import TaskFailed
 from doit.globals import Globals
 from doit.reporter import ConsoleReporter
 from doit.task import Task
@@ -26,6 +27,11 @@ from imessage_finetune.pipeline.doit_state import reload_state
 from imessage_finetune.pipeline.explain import task_reasons, upstream
 
 INTERRUPTED = 130  # the exit status of a process stopped by SIGINT
+
+
+class StageInterrupted(TaskFailed):
+    """A stage that Ctrl-C stopped at a safe point (an `Interrupted` error): the run ends as
+    interrupted, with the stage's own words on what was kept."""
 
 
 class RunStopped(SystemExit):
@@ -110,6 +116,8 @@ class ExplainingReporter(ConsoleReporter):
             stopped = (
                 f"{self.running} stopped before it finished (nothing of it was written)" if self.running else "stopped"
             )
+            if self.failed:  # stopped at a safe point: the stage says what it kept
+                stopped = "; ".join(f"{name}: {message}" for name, message in self.failed)
             return f"interrupted: {stopped}; {counts}{not_run}; run again to go on {elapsed}"
         if self.failed or self.runtime_errors:
             what = "; ".join(f"{name}: {message}" for name, message in self.failed) or "doit could not run"
@@ -163,7 +171,10 @@ class ExplainingReporter(ConsoleReporter):
         # A stage's own failure (a FinetuneError) is one line in the summary; anything else
         # is a bug, shown with its traceback.
         message = fail.get_msg().strip()
-        if type(fail).__name__ == "TaskFailed":
+        if isinstance(fail, StageInterrupted):
+            self.interrupted = True
+            self.failed.append((task.name, message))
+        elif type(fail).__name__ == "TaskFailed":
             self.failed.append((task.name, message))
         else:
             super().add_failure(task, fail)

@@ -25,7 +25,7 @@ from doit.globals import Globals
 
 from imessage_finetune import artifacts, stages
 from imessage_finetune.config import Config, RunOptions, config_keys, find_config, load_config
-from imessage_finetune.errors import FinetuneError
+from imessage_finetune.errors import FinetuneError, Interrupted
 from imessage_finetune.pipeline import run_lock
 from imessage_finetune.pipeline.console import Console
 from imessage_finetune.pipeline.doit_state import BACKEND_NAME, make_crash_safe
@@ -38,7 +38,7 @@ from imessage_finetune.pipeline.fingerprint import (
     module_file,
 )
 from imessage_finetune.pipeline.lockfile import lock_path, record_stage
-from imessage_finetune.pipeline.reporter import ExplainingReporter, RunStopped
+from imessage_finetune.pipeline.reporter import ExplainingReporter, RunStopped, StageInterrupted
 from imessage_finetune.stages.stage import Stage, StageContext
 
 DEFAULT_TARGET = "dataset"  # what `doit` alone builds: everything before anything is sent
@@ -132,6 +132,8 @@ def stage_task(config: Config, stage: Stage, options: RunOptions, active: set[st
             source_state = files_state(watched) if watched else None
             started = time.monotonic()
             stage.run(context)
+        except Interrupted as exc:
+            return StageInterrupted(str(exc))
         except FinetuneError as exc:
             return TaskFailed(str(exc))
         record_stage(
