@@ -26,7 +26,7 @@ from imessage_finetune.backends.mlx.backend import MlxBackend  # noqa: E402
 from imessage_finetune.backends.mlx.demo_model import build_demo_model  # noqa: E402
 from imessage_finetune.backends.mlx.trainer import _collate, _loss  # noqa: E402
 from imessage_finetune.config import config_from_dict  # noqa: E402
-from imessage_finetune.errors import ConfigError, TrainingError  # noqa: E402
+from imessage_finetune.errors import ConfigError, ContextLengthExceeded, TrainingError  # noqa: E402
 
 GROUP_CHAT = {
     "messages": [
@@ -179,7 +179,7 @@ def test_stream_honours_the_settings_and_reports_usage(project: tuple[Any, dict[
     assert "".join(chat.stream(messages)) == "".join(chat.stream(messages, chat.default_settings()))
     # The prompt and the reply fit the model's context (4096 tokens for the demo model).
     assert chat.count_tokens(messages) == len(prompt)
-    with pytest.raises(TrainingError, match="reads at most 4096: send fewer or shorter messages"):
+    with pytest.raises(ContextLengthExceeded, match="reads at most 4096: send fewer or shorter messages"):
         chat.stream([{"role": "user", "content": "x" * 5000}])
 
 
